@@ -1,0 +1,299 @@
+"""Serving one client request: attempts, retries, deployments and fallbacks.
+
+Theory of operation: a `Forwarder` walks the request's chain of models (the
+routed model, then its `fallbacks`).  For each model the balancer orders its
+deployments; each attempt goes to the next one in that order.  An attempt
+ends in an `Attempt`: how it went (a `core.retry.Outcome`) and what the client
+would get if it were the last one.  `core.retry.decide` says whether to relay
+it, sleep and retry, or give up (and maybe fall back).  The only sleeps, clocks
+and cancel scopes of the proxy are here and in the stream relay below.
+
+Nothing is retried once a byte went to the client: a streamed response is
+committed only after its first upstream piece arrived, so a stream that fails
+before its first event is retried like any other failure, and one that fails
+later ends with an error event in the client's protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import trio
+from quart import Response
+
+from core.errors import ProxyError
+from core.exchange import ClientProtocol, ClientResponse, Exchange, Ids, UpstreamRequest, error_body
+from core.relay import StreamRelay
+from core.retry import GiveUp, Outcome, OutcomeKind, RetryAfter, decide
+
+from .upstream import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamResponse
+
+__all__ = ["Forwarder", "error_response", "stream_response"]
+
+log = logging.getLogger("llm_proxy.forward")
+
+JSON = "application/json"
+SSE_HEADERS = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+
+
+def error_response(client: ClientProtocol, err: ProxyError) -> Response:
+    response = Response(error_body(client, err), status=err.status, content_type=JSON)
+    if err.should_retry is not None:
+        response.headers["x-should-retry"] = "true" if err.should_retry else "false"
+    return response
+
+
+def stream_response(status: int, headers: list[tuple[str, str]], body: AsyncIterator[bytes]) -> Response:
+    response = Response(body, status=status, headers=headers + SSE_HEADERS, content_type="text/event-stream")
+    response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut a long stream
+    return response
+
+
+@attrs.define
+class Attempt:
+    """One attempt's ending: the outcome for `decide`, and what the client would get."""
+
+    outcome: Outcome
+    error: ProxyError | None = None  # no usable response (connect failure, timeout...)
+    upstream: UpstreamResponse | None = None  # open: a 2xx stream whose first piece is `first`
+    first: bytes = b""
+    status: int = 0
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    body: bytes = b""
+
+    async def close(self) -> None:
+        if self.upstream is not None:
+            with trio.CancelScope(shield=True):
+                await self.upstream.aclose()
+            self.upstream = None
+
+
+def _failure(kind: OutcomeKind, err: ProxyError) -> Attempt:
+    return Attempt(Outcome(kind), error=err)
+
+
+def _decode_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+
+
+class Forwarder:
+    """Serves one request; see the module docstring."""
+
+    def __init__(self, state: Any, *, client: ClientProtocol, body: dict[str, Any], raw: bytes,
+                 model_name: str, model: Any, client_headers: list[tuple[str, str]], count_tokens: bool) -> None:
+        self.state = state
+        self.client = client
+        self.body = body
+        self.raw = raw
+        self.model_name = model_name
+        self.model = model
+        self.client_headers = client_headers
+        self.count_tokens = count_tokens
+        self.ids = Ids(token=state.token(), created=int(time.time()))
+        self.attempts = 0
+        deadline = model.deadline_seconds
+        self.deadline_wall = None if deadline is None else time.time() + deadline
+        self.deadline = trio.current_time() + deadline if deadline is not None else float("inf")
+
+    async def run(self) -> Response:
+        chain = self._chain()
+        for index, (model, route_name) in enumerate(chain):
+            more = index + 1 < len(chain)
+            response, final = await self._serve_model(model, route_name, fallback_left=more)
+            if final or not more:
+                return self._stamp(response, model)
+            log.warning("model %s failed; falling back to %s", model.name, chain[index + 1][0].name)
+        raise AssertionError("unreachable: the chain is never empty")
+
+    def _chain(self) -> list[tuple[Any, str]]:
+        router = self.state.config.router
+        chain = [(self.model, self.model_name)]
+        for name in self.model.fallbacks:
+            fallback = router.route(name)
+            if fallback is not None:
+                chain.append((fallback, name))
+        return chain
+
+    def _stamp(self, response: Response, model: Any) -> Response:
+        response.headers["x-proxy-attempts"] = str(self.attempts)
+        response.headers["x-proxy-served-by"] = model.name
+        return response
+
+    async def _serve_model(self, model: Any, route_name: str, *, fallback_left: bool) -> tuple[Response, bool]:
+        """(response, final): final unless a fallback should be tried instead."""
+        balancer = self.state.balancer(model)
+        order = balancer.choose(trio.current_time(), self.state.rng, last_resort=not fallback_left)
+        if not order:
+            err = ProxyError(503, f"every deployment of {model.name} is cooling down after failures",
+                             type="overloaded_error")
+            return error_response(self.client, err), False
+        attempt_number = 0
+        while True:
+            attempt_number += 1
+            deployment = order[(attempt_number - 1) % len(order)]
+            exchange = self._exchange(model, deployment, route_name)
+            if exchange.local_answer:
+                self.attempts += 1
+                return self._local_response(exchange), True
+            attempt = await self._attempt(exchange, exchange.upstream_request())
+            balancer.record(deployment, not attempt.outcome.counts_as_backend_failure, trio.current_time())
+            decision = decide(model.retry, attempt=attempt_number, outcome=attempt.outcome, now=time.time(),
+                              deadline=self.deadline_wall, rng=self.state.rng)
+            if isinstance(decision, RetryAfter):
+                await attempt.close()
+                log.warning("retrying %s in %.2f s: %s", deployment.label, decision.delay, decision.reason)
+                await trio.sleep(decision.delay)
+                continue
+            if isinstance(decision, GiveUp) and decision.fallback_ok and fallback_left:
+                await attempt.close()
+                return Response(b""), False
+            return self._client_response(exchange, attempt), True
+
+    def _exchange(self, model: Any, deployment: Any, route_name: str) -> Exchange:
+        return Exchange(client=self.client, body=self.body, raw=self.raw, model_name=self.model_name,
+                        model=model, deployment=deployment, client_headers=self.client_headers, ids=self.ids,
+                        count_tokens=self.count_tokens, route_name=route_name)
+
+    def _local_response(self, exchange: Exchange) -> Response:
+        reply = exchange.local_response()
+        if isinstance(reply, list):
+            return stream_response(200, [], _pieces(reply))
+        return Response(reply.body, status=reply.status, content_type=JSON)
+
+    # -- one attempt -------------------------------------------------------------------
+
+    async def _attempt(self, exchange: Exchange, request: UpstreamRequest) -> Attempt:
+        self.attempts += 1
+        attempt = await self._send(exchange, request)
+        if attempt.upstream is None and attempt.error is None:
+            retry = exchange.retry_without_think(attempt.status, attempt.body)
+            if retry is not None:
+                log.info("%s cannot think; asking again without thinking", exchange.deployment.label)
+                attempt = await self._send(exchange, retry)
+        return attempt
+
+    async def _send(self, exchange: Exchange, request: UpstreamRequest) -> Attempt:
+        model, dep = exchange.model, exchange.deployment
+        origin, target = self.state.backends.target(dep, request.path)
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers]
+        now = trio.current_time()
+        whole = min(now + model.timeout_seconds, self.deadline)
+        upstream: UpstreamResponse | None = None
+        streaming, first = False, b""
+        try:
+            with trio.move_on_at(min(now + model.first_byte_timeout_seconds, whole)) as first_byte:
+                upstream = await self.state.transport.request(
+                    b"POST", origin, target, headers, request.body,
+                    connect_timeout=model.connect_timeout_seconds, ssl_verify=dep.ssl_verify)
+                streaming = request.stream and 200 <= upstream.status < 300
+                if streaming:
+                    first = await upstream.receive_some()
+            if first_byte.cancelled_caught:
+                return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, ProxyError(
+                    504, f"the upstream of {dep.label} sent no response within "
+                         f"{model.first_byte_timeout_seconds:g} s", type="timeout_error"))
+            assert upstream is not None
+            if not streaming:
+                return await self._read_whole(upstream, exchange, whole)
+            if not first:
+                raise UpstreamProtocolError("the stream ended before its first event", response_started=True)
+            attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, first=first,
+                              status=upstream.status, headers=_decode_headers(upstream.headers))
+            upstream = None  # now owned by the attempt
+            return attempt
+        except UpstreamConnectError as err:
+            kind = OutcomeKind.TIMEOUT_BEFORE_RESPONSE if err.timed_out else OutcomeKind.CONNECT_ERROR
+            return _failure(kind, upstream_failure(err, dep))
+        except UpstreamProtocolError as err:
+            return _failure(OutcomeKind.PROTOCOL_ERROR_BEFORE_RESPONSE, upstream_failure(err, dep))
+        finally:
+            if upstream is not None:
+                with trio.CancelScope(shield=True):
+                    await upstream.aclose()
+
+    async def _read_whole(self, upstream: UpstreamResponse, exchange: Exchange, whole: float) -> Attempt:
+        with trio.move_on_at(whole):
+            body = await upstream.read()
+            headers = _decode_headers(upstream.headers)
+            outcome = Outcome(OutcomeKind.HTTP_STATUS, status=upstream.status, headers=dict(headers))
+            return Attempt(outcome, status=upstream.status, headers=headers, body=body)
+        return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, ProxyError(
+            504, f"the upstream of {exchange.deployment.label} did not finish within "
+                 f"{exchange.model.timeout_seconds:g} s", type="timeout_error"))
+
+    # -- what the client gets ------------------------------------------------------------
+
+    def _client_response(self, exchange: Exchange, attempt: Attempt) -> Response:
+        if attempt.error is not None:
+            return error_response(self.client, attempt.error)
+        headers = exchange.model.response_headers.apply_response(attempt.headers)
+        if attempt.upstream is not None:
+            relay = exchange.stream()
+            body = relay_body(attempt.upstream, attempt.first, relay, exchange, self.deadline)
+            return stream_response(attempt.status, headers, body)
+        try:
+            reply: ClientResponse = exchange.response(attempt.status, attempt.headers, attempt.body)
+        except ProxyError as err:
+            return error_response(self.client, err)
+        content_type = next((v for k, v in reply.headers if k == "content-type"), JSON)
+        return Response(reply.body, status=reply.status, headers=headers, content_type=content_type)
+
+
+def upstream_failure(err: UpstreamError, dep: Any) -> ProxyError:
+    """The client's view of a transport failure; never names a credential."""
+    if isinstance(err, UpstreamConnectError) and err.timed_out:
+        return ProxyError(504, f"timed out connecting to the upstream of {dep.label}", type="timeout_error")
+    if isinstance(err, UpstreamConnectError):
+        return ProxyError(502, f"could not connect to the upstream of {dep.label}: {err}", type="api_error")
+    return ProxyError(502, f"the upstream of {dep.label} broke the connection: {err}", type="api_error")
+
+
+async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+async def relay_body(upstream: UpstreamResponse, first: bytes, relay: StreamRelay, exchange: Exchange,
+                     deadline: float) -> AsyncIterator[bytes]:
+    """Upstream pieces in, client pieces out, until the upstream body ends.
+
+    No `yield` happens inside a cancel scope (trio forbids it in generators):
+    each receive gets its own scope, sized by the idle and total timeouts.
+    A client disconnect cancels the handler; `finally` closes the upstream.
+    """
+    model, dep = exchange.model, exchange.deployment
+    whole = min(trio.current_time() + model.timeout_seconds, deadline)
+    try:
+        data = first
+        while True:
+            out = relay.feed(data) if data else relay.finish()
+            if out:
+                yield out
+            if not data:
+                return
+            try:
+                data = await _receive(upstream, model, dep, whole)
+            except ProxyError as err:
+                yield relay.fail(err)
+                return
+    finally:
+        with trio.CancelScope(shield=True):
+            await upstream.aclose()
+
+
+async def _receive(upstream: UpstreamResponse, model: Any, dep: Any, whole: float) -> bytes:
+    idle = model.idle_timeout_seconds
+    left = whole - trio.current_time()
+    with trio.move_on_after(min(idle, left)):
+        try:
+            return await upstream.receive_some()
+        except UpstreamError as err:
+            raise upstream_failure(err, dep) from None
+    if idle < left:
+        raise ProxyError(504, f"the upstream of {dep.label} sent nothing for {idle:g} s", type="timeout_error")
+    raise ProxyError(504, f"the upstream of {dep.label} did not finish in time", type="timeout_error")
+
