@@ -348,7 +348,11 @@ class Exchange:
                 model=name, created=ids.created, completion_id=ids.completion_id,
                 include_usage=include_usage or self.client is ClientProtocol.ANTHROPIC))
         if wire in ("openai", "ollama") and self.client is ClientProtocol.ANTHROPIC:
-            chain.append(openai_backend.OpenAIToAnthropicStream(model=name, message_id=ids.message_id))
+            # Anthropic clients read input tokens from message_start, before an
+            # OpenAI upstream reports any: give them the core's estimate.
+            estimate = count_tokens.estimate_input_tokens(self.body)
+            chain.append(openai_backend.OpenAIToAnthropicStream(
+                model=name, message_id=ids.message_id, input_tokens_estimate=estimate))
         return chain
 
 
