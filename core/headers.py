@@ -68,7 +68,9 @@ HOP_BY_HOP_HEADERS = frozenset(
 # Plus the framing the transport recomputes for the body it actually sends.
 _ALWAYS_REMOVED: Mapping[Side, frozenset[str]] = {
     "request": HOP_BY_HOP_HEADERS | {"host", "content-length"},
-    "response": HOP_BY_HOP_HEADERS | {"content-length", "content-encoding"},
+    # `date` and `server` describe the upstream's hop: hypercorn writes our own
+    # (RFC 9110 §6.6.1 allows one Date).
+    "response": HOP_BY_HOP_HEADERS | {"content-length", "content-encoding", "date", "server"},
 }
 CREDENTIAL_HEADERS: Mapping[Side, frozenset[str]] = {
     "request": frozenset({"authorization", "x-api-key", "api-key", "cookie"}),
