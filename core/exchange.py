@@ -232,6 +232,9 @@ class Exchange:
         body = self.body
         if self.client is ClientProtocol.ANTHROPIC:
             body = openai_backend.request_to_openai(body, model=self.upstream_model)
+            if self.wire == "ollama" and "top_k" in self.body:
+                # OpenAI has no top_k, so the pivot drops it; Ollama has one.
+                body["top_k"] = self.body["top_k"]
         if self.wire == "anthropic":
             return anthropic_backend.request_to_anthropic(
                 body, model=self.upstream_model, default_max_tokens=self.model.default_max_tokens
