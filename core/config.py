@@ -16,8 +16,8 @@ last, so a second ``gpt-4o:`` entry would quietly replace the first), and
 timestamps stay strings (``anthropic-version: 2023-06-01`` is a header value,
 not a date).
 
-The per-model schema lives in `core.config_models`; the value classes in
-`core.config_schema` (re-exported here).
+The per-model schema lives in `core.config_models`, the ``server:`` block's in
+`core.config_server`; the value classes in `core.config_schema` (re-exported here).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any, Literal
 import yaml
 
 from core.config_models import check_fallbacks, read_model
+from core.config_server import read_server
 from core.config_reader import INVALID, Reader, any_invalid, join
 from core.config_schema import (
     LOG_FORMATS,
     LOG_LEVELS,
-    UPSTREAM_CLIENTS,
     Config,
     Deployment,
     LoggingConfig,
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 _TOP_KEYS = ("server", "logging", "models")
-_SERVER_KEYS = ("host", "port", "max_body_bytes", "upstream")
-_UPSTREAM_KEYS = ("client", "max_connections_per_origin", "keepalive_expiry_seconds")
 _LOGGING_KEYS = ("level", "format")
 
 
@@ -91,8 +89,8 @@ def load_config(
 
 
 def secrets(config: Config) -> frozenset[str]:
-    """Every configured secret (API keys, forced/added credential headers), for log redaction."""
-    found: set[str] = set()
+    """Every configured secret (API keys, client keys, forced/added credential headers), for log redaction."""
+    found: set[str] = set(config.server.auth.secrets())
     for model in config.models.values():
         found.update(d.api_key for d in model.deployments if d.api_key)
         for name, value in (*model.headers.add, *model.headers.force):
@@ -182,46 +180,12 @@ def _read_config(r: Reader, data: Any) -> Any:
         return r.error("", f"the configuration must be a mapping at the top level, got {type(data).__name__}")
     top = r.block(data, "", _TOP_KEYS)
     assert top is not None
-    server = _read_server(r, top.get("server"))
+    server = read_server(r, top.get("server"))
     logging = _read_logging(r, top.get("logging"))
     models = _read_models(r, top)
     if any_invalid(server, logging, models):
         return INVALID
     return Config(server=server, logging=logging, models=models, router=Router.build(models))
-
-
-def _read_server(r: Reader, node: Any) -> Any:
-    block = r.block(node, "server", _SERVER_KEYS)
-    if block is None:
-        return INVALID
-    host = r.text(block, "host", "server", "127.0.0.1")
-    if host is not INVALID and not host.strip():
-        host = r.error("server.host", "must not be empty")
-    port = r.integer(block, "port", "server", 8080, minimum=1, maximum=65535)
-    max_body = r.integer(block, "max_body_bytes", "server", 32 * 1024 * 1024, minimum=1)
-    upstream = _read_upstream(r, block.get("upstream"))
-    env_host = r.env.get("LLM_PROXY_HOST", "").strip()
-    if env_host:
-        host = env_host
-    env_port = r.env.get("LLM_PROXY_PORT", "")
-    if env_port.strip():
-        port = r.as_integer(env_port, "LLM_PROXY_PORT", minimum=1, maximum=65535, shown=env_port)
-    if any_invalid(host, port, max_body, upstream):
-        return INVALID
-    return ServerConfig(host=host, port=port, max_body_bytes=max_body, upstream=upstream)
-
-
-def _read_upstream(r: Reader, node: Any) -> Any:
-    path = "server.upstream"
-    block = r.block(node, path, _UPSTREAM_KEYS)
-    if block is None:
-        return INVALID
-    fields = {
-        "client": r.choice(block, "client", path, "h11", UPSTREAM_CLIENTS),
-        "max_connections_per_origin": r.integer(block, "max_connections_per_origin", path, 100, minimum=1),
-        "keepalive_expiry_seconds": r.number(block, "keepalive_expiry_seconds", path, 30.0, positive=False),
-    }
-    return INVALID if any_invalid(*fields.values()) else UpstreamPoolConfig(**fields)
 
 
 def _read_logging(r: Reader, node: Any) -> Any:

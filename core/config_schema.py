@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 from attrs import validators as v
 
+from core.auth import ClientAuth
+from core.cors import CorsPolicy
 from core.headers import DEFAULT_POLICY, DEFAULT_RESPONSE_POLICY, HeaderPolicy
+from core.limits import RateLimit
 from core.transforms import EMPTY_TRANSFORMS, Transforms
 
 if TYPE_CHECKING:
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKEND_TYPES",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_SHUTDOWN_GRACE_SECONDS",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "UPSTREAM_CLIENTS",
@@ -42,6 +47,8 @@ BACKEND_TYPES: tuple[BackendType, ...] = ("openai", "openai-compatible", "anthro
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("pretty", "json")
 UPSTREAM_CLIENTS = ("h11", "httpx")
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # hypercorn's own default for an HTTP/1.1 request head
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0  # leaves room under Kubernetes' default 30 s termination grace
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -75,12 +82,26 @@ class UpstreamPoolConfig:
 
 @attrs.frozen
 class ServerConfig:
-    """``server``: where the proxy listens and how much it accepts."""
+    """``server``: where the proxy listens, who may call it and how much it accepts.
+
+    `auth`, `rate_limit` and `cors` are the values of `core.auth`, `core.limits`
+    and `core.cors`; `max_concurrent_requests` None means unlimited;
+    `max_header_bytes` bounds a request head (hypercorn answers 431 beyond it);
+    `shutdown_grace_seconds` is how long in-flight requests and streams may run
+    on after SIGTERM/SIGINT.  Whether `host` may be served without keys is the
+    loader's check (`core.auth.exposure_problem`), not an invariant of this value.
+    """
 
     host: str = attrs.field(default="127.0.0.1", validator=v.min_len(1))
     port: int = attrs.field(default=8080, validator=_int_at_least(1, 65535))
     max_body_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_int_at_least(1))
     upstream: UpstreamPoolConfig = attrs.field(factory=UpstreamPoolConfig)
+    auth: ClientAuth = attrs.field(factory=ClientAuth, validator=v.instance_of(ClientAuth))
+    max_concurrent_requests: int | None = attrs.field(default=None, validator=v.optional(_int_at_least(1)))
+    max_header_bytes: int = attrs.field(default=DEFAULT_MAX_HEADER_BYTES, validator=_int_at_least(1024))
+    rate_limit: RateLimit | None = attrs.field(default=None, validator=v.optional(v.instance_of(RateLimit)))
+    cors: CorsPolicy | None = attrs.field(default=None, validator=v.optional(v.instance_of(CorsPolicy)))
+    shutdown_grace_seconds: float = attrs.field(default=DEFAULT_SHUTDOWN_GRACE_SECONDS, validator=_non_negative)
 
 
 @attrs.frozen

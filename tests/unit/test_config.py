@@ -22,6 +22,7 @@ from core.config import (
     load_config,
     secrets,
 )
+from core.auth import ClientAuth
 from core.headers import DEFAULT_POLICY, DEFAULT_RESPONSE_POLICY, HeaderPolicy
 from core.transforms import EMPTY_TRANSFORMS, JsonPathAdd, JsonPathDrop, RegexTransform
 
@@ -51,6 +52,7 @@ server:
   port: 9090
   max_body_bytes: 1048576
   upstream: {client: httpx, max_connections_per_origin: 20, keepalive_expiry_seconds: 5}
+  auth: {allow_unauthenticated: true}    # no client keys on 0.0.0.0 must be explicit (issue 7)
 logging: {level: DEBUG, format: json}
 models:
   gpt-4o-mini:
@@ -121,7 +123,8 @@ def test_minimal_config_gets_every_default() -> None:
 
 def test_full_config() -> None:
     config = load(FULL, {"OPENAI_API_KEY": OPENAI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY})
-    assert config.server == ServerConfig("0.0.0.0", 9090, 1048576, UpstreamPoolConfig("httpx", 20, 5.0))
+    assert config.server == ServerConfig("0.0.0.0", 9090, 1048576, UpstreamPoolConfig("httpx", 20, 5.0),
+                                         auth=ClientAuth(allow_unauthenticated=True))
     assert config.logging == LoggingConfig("debug", "json")
     gpt = config.models["gpt-4o-mini"]
     assert gpt.deployments == (
@@ -199,7 +202,7 @@ def test_values_are_frozen() -> None:
 def test_substitution_reaches_every_string_scalar() -> None:
     config = load(
         """
-        server: {host: "${HOST}", port: "${PORT}"}
+        server: {host: "${HOST}", port: "${PORT}", auth: {allow_unauthenticated: "${OPEN}"}}
         logging: {level: "${LEVEL:-warning}"}
         models:
           m:
@@ -215,7 +218,7 @@ def test_substitution_reaches_every_string_scalar() -> None:
                 - {type: jsonpath_add, path: "$.metadata", value: {team: "${TEAM}", tags: ["${STAGE}", 1]}}
           other: {backend_type: mock}
         """,
-        {"HOST": "::", "PORT": "8443", "UPSTREAM_HOST": "gpu-1", "ATTEMPTS": "7", "JITTER": "No",
+        {"HOST": "::", "PORT": "8443", "OPEN": "true", "UPSTREAM_HOST": "gpu-1", "ATTEMPTS": "7", "JITTER": "No",
          "FALLBACK": "other", "ALLOWED": "X-Trace", "STAGE": "prod", "TEAM": "core"},
     )
     assert (config.server.host, config.server.port, config.logging.level) == ("::", 8443, "warning")
@@ -267,7 +270,8 @@ def test_api_key_tracks_its_variable_even_when_empty() -> None:
 
 def test_environment_overrides_beat_the_file() -> None:
     config = load(
-        "server: {host: 127.0.0.1, port: 8080}\nlogging: {level: info}\n" + MINIMAL,
+        "server: {host: 127.0.0.1, port: 8080, auth: {allow_unauthenticated: true}}\nlogging: {level: info}\n"
+        + MINIMAL,
         {"LLM_PROXY_HOST": "0.0.0.0", "LLM_PROXY_PORT": " 9000 ", "LLM_PROXY_LOG_LEVEL": "ERROR"},
     )
     assert (config.server.host, config.server.port, config.logging.level) == ("0.0.0.0", 9000, "error")
