@@ -27,6 +27,7 @@ __all__ = [
     "error_from_openai_body",
     "openai_error_body",
     "openai_type_for_status",
+    "status_for_error_type",
 ]
 
 # Anthropic's documented error types by status (protocols.md §2.5).
@@ -98,6 +99,25 @@ class TranslationError(ProxyError):
 
     def __init__(self, message: str) -> None:
         super().__init__(502, message, type="api_error")
+
+
+# The status a stream's error event stands for, when it can still be sent as
+# one (the error came before any other event); unknown types are a bad gateway.
+_STATUS_BY_ERROR_TYPE = {
+    "overloaded_error": 529,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "timeout_error": 504,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "invalid_request_error": 400,
+    "request_too_large": 413,
+}
+
+
+def status_for_error_type(kind: str) -> int:
+    return _STATUS_BY_ERROR_TYPE.get(kind, 502)
 
 
 def openai_type_for_status(status: int) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from .errors import ProxyError, TranslationError, anthropic_error_body, openai_error_body
+from .errors import ProxyError, TranslationError, anthropic_error_body, openai_error_body, status_for_error_type
 from .sse import DONE, DONE_EVENT, ServerSentEvent, encode_event, encode_json
 
 __all__ = ["StreamRelay", "Translator"]
@@ -62,6 +62,10 @@ class StreamRelay:
         self.raw = not translators and self.transforms is None
         self.done = False
         self.events = 0  # client events written, for logs
+        # The failure the client's stream ended with, if it ended with one: when
+        # it is the very first event, the adapter may still answer with a real
+        # status (or retry) instead of a 200 carrying only an error.
+        self.error: ProxyError | None = None
 
     # -- the adapter's calls ----------------------------------------------------------
 
@@ -102,6 +106,7 @@ class StreamRelay:
             return b""
         self.done = True
         self.events += 1
+        self.error = err
         if self.client == "anthropic":
             return encode_json(anthropic_error_body(err), event="error")
         return encode_json(openai_error_body(err))
@@ -123,10 +128,27 @@ class StreamRelay:
             if event.data == DONE:
                 self.done = True
                 return DONE_EVENT
+            if event.data.startswith('{"error"'):
+                self._note_error(event.data)
             return encode_event(event.data)
-        if event.event in ("message_stop", "error"):
+        if event.event == "message_stop":
             self.done = True
+        elif event.event == "error":
+            self._note_error(event.data)
         return encode_event(event.data, event=event.event)
+
+    def _note_error(self, data: str | dict[str, Any]) -> None:
+        """Remember an error event passing through; the stream is over."""
+        self.done = True
+        try:
+            body = json.loads(data) if isinstance(data, str) else data
+        except ValueError:
+            body = {}
+        inner = body.get("error") if isinstance(body, dict) else None
+        inner = inner if isinstance(inner, dict) else {}
+        kind = inner.get("type") if isinstance(inner.get("type"), str) else "api_error"
+        message = inner.get("message") if isinstance(inner.get("message"), str) else "upstream stream failed"
+        self.error = ProxyError(status_for_error_type(kind), message, type=kind)
 
     def _item(self, event: Any) -> Any:
         if self.wire == "ollama":
@@ -168,10 +190,12 @@ class StreamRelay:
             out = self.transforms.apply(out)
         if self.client == "anthropic":
             name = out.get("type", "message")
-            if name in ("message_stop", "error"):
+            if name == "message_stop":
                 self.done = True
+            elif name == "error":
+                self._note_error(out)
             return encode_json(out, event=name)
         if "error" in out:
-            self.done = True
+            self._note_error(out)
         return encode_json(out)
 

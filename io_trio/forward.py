@@ -9,16 +9,25 @@ it, sleep and retry, or give up (and maybe fall back).  The only sleeps, clocks
 and cancel scopes of the proxy are here and in the stream relay below.
 
 Nothing is retried once a byte went to the client: a streamed response is
-committed only after its first upstream piece arrived, so a stream that fails
-before its first event is retried like any other failure, and one that fails
-later ends with an error event in the client's protocol.
+committed only once the relay has turned the upstream's first event into client
+bytes (a piece holding half an event, or only SSE comments, commits nothing),
+so a stream that fails before its first event is retried like any other
+failure, and one that fails later ends with an error event in the client's
+protocol.  The streamed body is a `RelayedStream`, which owns the upstream
+response from then on and releases it when closed, iterated or not.
+
+Two clocks: every timeout, sleep and breaker reading uses trio's clock (which
+tests replace with a MockClock); `decide` also gets Unix time, because a
+Retry-After may be an HTTP-date, and the request's deadline translated onto it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import attrs
@@ -28,11 +37,12 @@ from quart import Response
 from core.errors import ProxyError
 from core.exchange import ClientProtocol, ClientResponse, Exchange, Ids, UpstreamRequest, error_body
 from core.relay import StreamRelay
-from core.retry import GiveUp, Outcome, OutcomeKind, RetryAfter, decide
+from core.retry import Decision, GiveUp, Outcome, OutcomeKind, RetryAfter, decide
 
+from .state import Drain
 from .upstream import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamResponse
 
-__all__ = ["Forwarder", "error_response", "stream_response"]
+__all__ = ["Forwarder", "RelayedStream", "error_response", "stream_response"]
 
 log = logging.getLogger("llm_proxy.forward")
 
@@ -47,7 +57,7 @@ def error_response(client: ClientProtocol, err: ProxyError) -> Response:
     return response
 
 
-def stream_response(status: int, headers: list[tuple[str, str]], body: AsyncIterator[bytes]) -> Response:
+def stream_response(status: int, headers: list[tuple[str, str]], body: AsyncIterable[bytes]) -> Response:
     response = Response(body, status=status, headers=headers + SSE_HEADERS, content_type="text/event-stream")
     response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut a long stream
     return response
@@ -59,8 +69,10 @@ class Attempt:
 
     outcome: Outcome
     error: ProxyError | None = None  # no usable response (connect failure, timeout...)
-    upstream: UpstreamResponse | None = None  # open: a 2xx stream whose first piece is `first`
-    first: bytes = b""
+    upstream: UpstreamResponse | None = None  # open: a 2xx stream, relayed by `relay`
+    relay: StreamRelay | None = None  # has already turned the first event into `first`
+    first: bytes = b""  # client bytes: the stream's first event(s)
+    until: float = math.inf  # trio time at which the attempt's time is up (timeout_seconds, deadline)
     status: int = 0
     headers: list[tuple[str, str]] = attrs.field(factory=list)
     body: bytes = b""
@@ -96,13 +108,13 @@ class Forwarder:
         self.ids = Ids(token=state.token(), created=int(time.time()))
         self.attempts = 0
         deadline = model.deadline_seconds
-        self.deadline_wall = None if deadline is None else time.time() + deadline
-        self.deadline = trio.current_time() + deadline if deadline is not None else float("inf")
+        self.deadline = trio.current_time() + deadline if deadline is not None else math.inf
 
     async def run(self) -> Response:
         chain = self._chain()
         for index, (model, route_name) in enumerate(chain):
-            more = index + 1 < len(chain)
+            # Past the deadline a fallback could only time out at once.
+            more = index + 1 < len(chain) and trio.current_time() < self.deadline
             response, final = await self._serve_model(model, route_name, fallback_left=more)
             if final or not more:
                 return self._stamp(response, model)
@@ -141,8 +153,7 @@ class Forwarder:
                 return self._local_response(exchange), True
             attempt = await self._attempt(exchange, exchange.upstream_request())
             balancer.record(deployment, not attempt.outcome.counts_as_backend_failure, trio.current_time())
-            decision = decide(model.retry, attempt=attempt_number, outcome=attempt.outcome, now=time.time(),
-                              deadline=self.deadline_wall, rng=self.state.rng)
+            decision = self._decide(model, attempt_number, attempt.outcome)
             if isinstance(decision, RetryAfter):
                 await attempt.close()
                 log.warning("retrying %s in %.2f s: %s", deployment.label, decision.delay, decision.reason)
@@ -152,6 +163,14 @@ class Forwarder:
                 await attempt.close()
                 return Response(b""), False
             return self._client_response(exchange, attempt), True
+
+    def _decide(self, model: Any, attempt_number: int, outcome: Outcome) -> Decision:
+        """`decide` on Unix time, with the deadline (kept on trio's clock) carried over to it."""
+        now = time.time()
+        left = self.deadline - trio.current_time()
+        deadline = None if left == math.inf else now + left
+        return decide(model.retry, attempt=attempt_number, outcome=outcome, now=now, deadline=deadline,
+                      rng=self.state.rng)
 
     def _exchange(self, model: Any, deployment: Any, route_name: str) -> Exchange:
         return Exchange(client=self.client, body=self.body, raw=self.raw, model_name=self.model_name,
@@ -182,27 +201,24 @@ class Forwarder:
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers]
         now = trio.current_time()
         whole = min(now + model.timeout_seconds, self.deadline)
+        first_by = now + model.first_byte_timeout_seconds
         upstream: UpstreamResponse | None = None
-        streaming, first = False, b""
+        relay, first = None, b""
         try:
-            with trio.move_on_at(min(now + model.first_byte_timeout_seconds, whole)) as first_byte:
+            with trio.move_on_at(min(first_by, whole)) as first_byte:
                 upstream = await self.state.transport.request(
                     b"POST", origin, target, headers, request.body,
                     connect_timeout=model.connect_timeout_seconds, ssl_verify=dep.ssl_verify)
-                streaming = request.stream and 200 <= upstream.status < 300
-                if streaming:
-                    first = await upstream.receive_some()
+                if request.stream and 200 <= upstream.status < 300:
+                    relay = exchange.stream()
+                    first = await _first_event(upstream, relay)
             if first_byte.cancelled_caught:
-                return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, ProxyError(
-                    504, f"the upstream of {dep.label} sent no response within "
-                         f"{model.first_byte_timeout_seconds:g} s", type="timeout_error"))
+                return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, _late(exchange, first_by <= whole))
             assert upstream is not None
-            if not streaming:
+            if relay is None:
                 return await self._read_whole(upstream, exchange, whole)
-            if not first:
-                raise UpstreamProtocolError("the stream ended before its first event", response_started=True)
-            attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, first=first,
-                              status=upstream.status, headers=_decode_headers(upstream.headers))
+            attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, relay=relay, first=first,
+                              status=upstream.status, headers=_decode_headers(upstream.headers), until=whole)
             upstream = None  # now owned by the attempt
             return attempt
         except UpstreamConnectError as err:
@@ -210,6 +226,8 @@ class Forwarder:
             return _failure(kind, upstream_failure(err, dep))
         except UpstreamProtocolError as err:
             return _failure(OutcomeKind.PROTOCOL_ERROR_BEFORE_RESPONSE, upstream_failure(err, dep))
+        except FirstEventError as err:
+            return Attempt(Outcome(OutcomeKind.HTTP_STATUS, status=err.error.status), error=err.error)
         finally:
             if upstream is not None:
                 with trio.CancelScope(shield=True):
@@ -232,8 +250,10 @@ class Forwarder:
             return error_response(self.client, attempt.error)
         headers = exchange.model.response_headers.apply_response(attempt.headers)
         if attempt.upstream is not None:
-            relay = exchange.stream()
-            body = relay_body(attempt.upstream, attempt.first, relay, exchange, self.deadline)
+            assert attempt.relay is not None
+            body = RelayedStream(attempt.upstream, attempt.first, attempt.relay, exchange, until=attempt.until,
+                                 drain=self.state.drain)
+            attempt.upstream = None  # now owned by the body
             return stream_response(attempt.status, headers, body)
         try:
             reply: ClientResponse = exchange.response(attempt.status, attempt.headers, attempt.body)
@@ -241,6 +261,16 @@ class Forwarder:
             return error_response(self.client, err)
         content_type = next((v for k, v in reply.headers if k == "content-type"), JSON)
         return Response(reply.body, status=reply.status, headers=headers, content_type=content_type)
+
+
+def _late(exchange: Exchange, first_byte: bool) -> ProxyError:
+    """The 504 for an attempt that got no response (or no first event) in time."""
+    model, dep = exchange.model, exchange.deployment
+    if first_byte:
+        what = f"no response within first_byte_timeout_seconds ({model.first_byte_timeout_seconds:g} s)"
+    else:
+        what = "no response before the request ran out of time (timeout_seconds or deadline_seconds)"
+    return ProxyError(504, f"the upstream of {dep.label} sent {what}", type="timeout_error")
 
 
 def upstream_failure(err: UpstreamError, dep: Any) -> ProxyError:
@@ -257,43 +287,112 @@ async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def relay_body(upstream: UpstreamResponse, first: bytes, relay: StreamRelay, exchange: Exchange,
-                     deadline: float) -> AsyncIterator[bytes]:
-    """Upstream pieces in, client pieces out, until the upstream body ends.
+async def _first_event(upstream: UpstreamResponse, relay: StreamRelay) -> bytes:
+    """Feed the relay until it has client bytes: what commits a stream to the client.
 
-    No `yield` happens inside a cancel scope (trio forbids it in generators):
-    each receive gets its own scope, sized by the idle and total timeouts.
-    A client disconnect cancels the handler; `finally` closes the upstream.
+    Until then nothing has reached the client, so a stream that ends or breaks
+    here is an ordinary failure that may be retried (issue 5, "Retry").
     """
-    model, dep = exchange.model, exchange.deployment
-    whole = min(trio.current_time() + model.timeout_seconds, deadline)
-    try:
-        data = first
-        while True:
-            out = relay.feed(data) if data else relay.finish()
-            if out:
-                yield out
-            if not data:
-                return
-            try:
-                data = await _receive(upstream, model, dep, whole)
-            except ProxyError as err:
-                yield relay.fail(err)
-                return
-    finally:
-        with trio.CancelScope(shield=True):
-            await upstream.aclose()
+    while True:
+        data = await upstream.receive_some()
+        if not data:
+            raise UpstreamProtocolError("the stream ended before its first event", response_started=True)
+        out = relay.feed(data)
+        if out and relay.error is not None and relay.events == 1:
+            raise FirstEventError(relay.error)
+        if out:
+            return out
 
 
-async def _receive(upstream: UpstreamResponse, model: Any, dep: Any, whole: float) -> bytes:
-    idle = model.idle_timeout_seconds
-    left = whole - trio.current_time()
-    with trio.move_on_after(min(idle, left)):
+class FirstEventError(Exception):
+    """The stream's first event was an error: nothing was sent, so it is an
+    ordinary failed attempt with that error's status (529, 429...)."""
+
+    def __init__(self, error: ProxyError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class RelayedStream:
+    """The body of a streamed response: client bytes from an open upstream stream.
+
+    Iterating it relays the upstream's pieces through the relay until the
+    upstream body ends; a timeout or a broken upstream ends it with one error
+    event in the client's protocol.  Each receive gets its own cancel scope,
+    sized by the idle timeout and by what is left of the attempt (``until``).
+
+    A class, not an async generator, so that `aclose` releases the upstream
+    even if iteration never started: a client that leaves between the
+    handler's return and the first write cancels the response before its body
+    is entered, and a generator that never ran has no ``finally`` to run.
+    """
+
+    def __init__(self, upstream: UpstreamResponse, first: bytes, relay: StreamRelay, exchange: Exchange, *,
+                 until: float, drain: Drain | None = None) -> None:
+        self._drain = drain  # graceful shutdown: its deadline ends the stream with an error event
+        self._upstream: UpstreamResponse | None = upstream
+        self._pending = first
+        self._relay = relay
+        self._model, self._dep = exchange.model, exchange.deployment
+        self._until = until
+        self._ended = False  # the upstream body ended or failed: nothing more to receive
+
+    def __aiter__(self) -> RelayedStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            while not self._ended or self._pending:
+                out = self._pending or await self._step()
+                self._pending = b""
+                if out:
+                    return out
+        except BaseException:  # cancelled while waiting for the upstream: the client left
+            await self.aclose()
+            raise
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Release the upstream (idempotent, safe in a cancelled scope)."""
+        self._ended, self._pending = True, b""
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            with trio.CancelScope(shield=True):
+                await upstream.aclose()
+
+    async def _step(self) -> bytes:
+        assert self._upstream is not None
+        try:
+            data = await _receive(self._upstream, self._model, self._dep, self._until, self._drain)
+        except ProxyError as err:
+            self._ended = True
+            return self._relay.fail(err)
+        if not data:
+            self._ended = True
+            return self._relay.finish()
+        return self._relay.feed(data)
+
+
+async def _receive(upstream: UpstreamResponse, model: Any, dep: Any, until: float,
+                   drain: Drain | None = None) -> bytes:
+    """The next upstream piece, within the idle timeout and what is left of the attempt."""
+    # Graceful shutdown (io_trio.state.Drain): past its deadline the stream ends
+    # with an error event in the client's protocol rather than a cut connection.
+    if drain is not None and drain.expired(trio.current_time()):
+        raise drain.error()
+    # move_on_at, not move_on_after: `until` may already have passed.
+    idle_at = trio.current_time() + model.idle_timeout_seconds
+    with trio.move_on_at(min(idle_at, until)) as scope, (
+            drain.bound(scope) if drain is not None else contextlib.nullcontext()):
         try:
             return await upstream.receive_some()
         except UpstreamError as err:
             raise upstream_failure(err, dep) from None
-    if idle < left:
-        raise ProxyError(504, f"the upstream of {dep.label} sent nothing for {idle:g} s", type="timeout_error")
-    raise ProxyError(504, f"the upstream of {dep.label} did not finish in time", type="timeout_error")
-
+    if drain is not None and drain.expired(trio.current_time()):
+        raise drain.error()
+    if idle_at < until:
+        raise ProxyError(504, f"the upstream of {dep.label} sent nothing for {model.idle_timeout_seconds:g} s",
+                         type="timeout_error")
+    raise ProxyError(504, f"the upstream of {dep.label} did not finish in time (timeout_seconds or "
+                          "deadline_seconds)", type="timeout_error")

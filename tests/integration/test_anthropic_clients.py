@@ -732,8 +732,6 @@ async def test_passthrough_upstream_error_is_relayed_unchanged(start_proxy, upst
     assert caught.value.body == error
 
 
-@pytest.mark.xfail(strict=True, reason="io_trio/forward.py _first_event commits the stream on the first client "
-                   "bytes even when they are an error event: the client gets 200 + error, not the 529 it can retry")
 async def test_an_error_as_the_first_stream_event_is_answered_with_its_status(start_proxy, upstream):
     """Nothing reached the client yet, so it can get a real status (and its SDK's retry policy)."""
     overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}

@@ -508,8 +508,6 @@ async def test_ollama_model_not_found_is_a_404(start_proxy, upstream, stream):
 OVERLOADED_EVENT = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 
-@pytest.mark.xfail(strict=True, reason="io_trio/forward.py _first_event commits the stream on the first client "
-                   "bytes even when they are the translated error event, so the attempt counts as OK: no retry")
 async def test_an_error_as_the_first_stream_event_is_retried(start_proxy, upstream):
     """Nothing reached the client yet: an overloaded Anthropic stream is a failed attempt like a 529."""
     upstream.script = [anthropic_sse([OVERLOADED_EVENT]), ANTHROPIC.reply(Answer(text="Hello."), stream=True)]

@@ -544,7 +544,6 @@ async def test_a_request_still_waiting_at_the_shutdown_deadline_gets_a_clean_503
     assert response.json()["error"]["code"] == "shutting_down"
 
 
-@pytest.mark.xfail(strict=True, reason="needs the Drain hook in io_trio.forward (RelayedStream and _receive; see the issue 7 report)")
 async def test_a_stream_still_running_at_the_shutdown_deadline_ends_with_an_error_event(serve_proxy, nursery):
     up = await held_upstream(nursery, "never released")
     proxy = await serve_proxy({"gpt-4o-mini": openai_model(up)})
@@ -664,7 +663,6 @@ async def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(tmp_path, nur
         assert trio.current_time() - signalled < 6  # it did not wait out the 10 s grace
 
 
-@pytest.mark.xfail(strict=True, reason="needs the Drain hook in io_trio.forward (RelayedStream and _receive; see the issue 7 report)")
 async def test_sigterm_ends_a_stream_that_outlasts_the_grace_with_an_error_event_and_exits_0(tmp_path, nursery):
     up = await fake_upstream(nursery, [sse_reply(stream_events("slow", pieces=60), pause=0.25)])
     async with llm_proxy(_config_file(tmp_path, up, grace=1)) as served, httpx.AsyncClient(timeout=30) as http:

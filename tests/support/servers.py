@@ -4,6 +4,12 @@
 answers from a script of `Reply` values, in the real wire formats (the tests
 build the bodies from the shapes in protocols.md).  Both it and the proxy run
 under hypercorn's trio worker on an ephemeral port.
+
+Faults for resilience tests: a `Reply` can ``hang`` (no head ever), ``stall``
+after its pieces (the body never ends), or ``cut`` the connection after its
+pieces (no end of body).  Each `Recorded` request notes when it arrived and,
+if the proxy hung up before the reply was over, when (``closed_at``); the
+fake counts the requests it is still answering (``active``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class Recorded:
     query: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # trio.current_time() when the request had fully arrived
+    closed_at: float | None = None  # when the client (the proxy) closed the connection mid-reply
 
     @property
     def json(self) -> Any:
@@ -41,19 +49,25 @@ class Reply:
     pieces: list[bytes] | None = None
     pause: float = 0.0
     hang: bool = False  # never answer (for timeout tests)
+    stall: bool = False  # after the pieces, send nothing more and never end the body
+    cut: bool = False  # after the pieces, drop the connection without ending the body
 
 
 def json_reply(obj: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Reply:
     return Reply(status, json.dumps(obj).encode(), [("content-type", "application/json"), *(headers or [])])
 
 
-def sse_reply(events: list[tuple[str | None, Any]], *, pause: float = 0.0) -> Reply:
-    """An SSE body, one piece per event: (event name or None, JSON value or raw str)."""
+def sse_reply(events: list[tuple[str | None, Any]], *, pause: float = 0.0, stall: bool = False,
+              cut: bool = False) -> Reply:
+    """An SSE body, one piece per event: (event name or None, JSON value or raw str).
+
+    ``stall``: then go silent with the body unfinished; ``cut``: then drop the connection.
+    """
     pieces = []
     for name, data in events:
         text = data if isinstance(data, str) else json.dumps(data)
         pieces.append((f"event: {name}\n" if name else "").encode() + f"data: {text}\n\n".encode())
-    return Reply(200, b"", [("content-type", "text/event-stream")], pieces=pieces, pause=pause)
+    return Reply(200, b"", [("content-type", "text/event-stream")], pieces=pieces, pause=pause, stall=stall, cut=cut)
 
 
 def ndjson_reply(lines: list[Any], *, pause: float = 0.0) -> Reply:
@@ -69,6 +83,7 @@ class FakeUpstream:
         self.script = script if script is not None else []
         self.disconnected = trio.Event()
         self.url = ""
+        self.active = 0  # requests being answered right now (each holds one connection)
 
     def _next_reply(self, recorded: Recorded) -> Reply:
         if callable(self.script):
@@ -93,17 +108,23 @@ class FakeUpstream:
         recorded = Recorded(
             method=scope["method"], path=scope["path"], query=scope["query_string"].decode(),
             headers={k.decode().lower(): v.decode() for k, v in scope["headers"]}, body=body,
+            at=trio.current_time(),
         )
         self.requests.append(recorded)
         reply = self._next_reply(recorded)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope)
-            await self._send(reply, send)
-            nursery.cancel_scope.cancel()
+        self.active += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_disconnect, receive, nursery.cancel_scope, recorded)
+                await self._send(reply, send)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.active -= 1
 
-    async def _watch_disconnect(self, receive: Callable, scope: trio.CancelScope) -> None:
+    async def _watch_disconnect(self, receive: Callable, scope: trio.CancelScope, recorded: Recorded) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+        recorded.closed_at = trio.current_time()
         self.disconnected.set()
         scope.cancel()
 
@@ -116,6 +137,13 @@ class FakeUpstream:
             if reply.pause:
                 await trio.sleep(reply.pause)
             await send({"type": "http.response.body", "body": piece, "more_body": True})
+        if reply.stall:
+            await trio.sleep_forever()
+        if reply.cut:
+            # Returning before the last body message makes hypercorn close the
+            # connection mid-body: the client sees the body end without its
+            # terminating chunk, i.e. a broken connection.
+            return
         await send({"type": "http.response.body", "body": reply.body, "more_body": False})
 
 
