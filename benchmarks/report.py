@@ -1,0 +1,222 @@
+"""Statistics and output: medians over rounds, the Markdown tables, machine details.
+
+Every number in a table is a median over alternating rounds (direct, proxy,
+direct, proxy, ...), so slow drift of the machine hits both sides alike.
+Added latency is quoted both as a difference and as a ratio to the direct call,
+because absolute times drift 10-25% between runs on a shared VM while ratios
+measured in the same run hold (performance-notes.md).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = [
+    "machine",
+    "median",
+    "percentile",
+    "fmt",
+    "render",
+]
+
+NAN = float("nan")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile with linear interpolation (NaN for no values)."""
+    if not values:
+        return NAN
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Iterable[float | None]) -> float:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return percentile(present, 50)
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A table cell: NaN/None as an em dash, large numbers with thousands separators."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}f}"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, kernel and Python, as the README's Performance section quotes them."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _ratio(proxy: float, direct: float) -> str:
+    if math.isnan(proxy) or math.isnan(direct) or direct <= 0:
+        return "—"
+    return f"{proxy / direct:.1f}x"
+
+
+def _load_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for scenario in results:
+        for load in scenario.get("load", []):
+            d, p = load["direct"], load["proxy"]
+            rows.append([
+                scenario["name"], load["label"], str(load["connections"]),
+                fmt(d["rps"], 0), fmt(p["rps"], 0), _ratio(d["rps"], p["rps"]),
+                fmt(d["p50_ms"], 3), fmt(p["p50_ms"], 3), fmt(p["p50_ms"] - d["p50_ms"], 3),
+                _ratio(p["p50_ms"], d["p50_ms"]),
+                fmt(d["p99_ms"], 2), fmt(p["p99_ms"], 2),
+                fmt(p.get("cpu_us_per_request"), 0),
+                f"{p['non_2xx']}/{p['errors']}",
+            ])
+    return rows
+
+
+def _stream_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for scenario in results:
+        for stream in scenario.get("streams", []):
+            for target in ("direct", "proxy"):
+                s = stream[target]
+                rows.append([
+                    scenario["name"], stream["label"], str(stream["streams"]), target,
+                    fmt(s["ttfb_ms"]), fmt(s["first_lag_ms"]), fmt(s["lag_p50_ms"]), fmt(s["lag_p99_ms"]),
+                    fmt(s["total_ms"], 0), fmt(s["reads"], 1), f"{fmt(s['events'], 0)}/{stream['expected_events']}",
+                    fmt(s.get("cpu_us_per_event"), 0), f"{s['ok']}/{s['streams']}",
+                ])
+    return rows
+
+
+def _memory_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for scenario in results:
+        mem = scenario.get("memory")
+        rss = scenario.get("rss")
+        if not mem and not rss:
+            continue
+        mem = mem or {}
+        rss = rss or {}
+        steps = mem.get("steps", [])
+        rows.append([
+            scenario["name"],
+            fmt(rss.get("tree_hwm_mib"), 1), fmt(rss.get("worker_hwm_mib"), 1),
+            fmt(mem.get("warm_rss_mib"), 1),
+            " → ".join(f"{fmt(s['rss_mib'], 1)} ({s['requests']:,})" for s in steps) or "—",
+            fmt(mem.get("growth_kib_per_1k"), 1),
+        ])
+    return rows
+
+
+def _added(stream: dict[str, Any] | None, field: str) -> str:
+    return fmt(stream["proxy"][field] - stream["direct"][field], 2) if stream else "—"
+
+
+def _headline_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for scenario in results:
+        loads = {load["connections"]: load for load in scenario.get("load", []) if load["label"] == "non-stream"}
+        streams = {s["streams"]: s for s in scenario.get("streams", [])}
+        rss = scenario.get("rss") or {}
+        memory = scenario.get("memory") or {}
+        c32, c1, s1, s100 = loads.get(32), loads.get(1), streams.get(1), streams.get(100)
+        rows.append([
+            scenario["name"],
+            fmt(c32["proxy"]["rps"], 0) if c32 else "—",
+            fmt(c1["proxy"]["p50_ms"] - c1["direct"]["p50_ms"], 3) if c1 else "—",
+            fmt(c32["proxy"]["p99_ms"], 1) if c32 else "—",
+            fmt(c32["proxy"].get("cpu_us_per_request"), 0) if c32 else "—",
+            fmt(rss.get("tree_hwm_mib"), 1),
+            fmt(memory.get("growth_kib_per_1k"), 1),
+            _added(s1, "first_lag_ms"),
+            _added(s100, "lag_p50_ms"),
+            _added(s100, "first_lag_ms"),
+            f"{fmt(s100['proxy']['reads'], 0)} / {fmt(s100['direct']['reads'], 0)}" if s100 else "—",
+        ])
+    return rows
+
+
+def render(report: dict[str, Any]) -> str:
+    """The whole Markdown report."""
+    m = report["machine"]
+    out = [
+        f"# Benchmark run {report['started']}",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}.  "
+        f"Proxy: {report.get('launcher', '?')}.  Pinning: {report['pinning']}.  "
+        f"Load generator: {report['load_tool']}.  Fake upstream: "
+        f"{report['fake_tool']}.  Rounds: {report['rounds']} x {report['duration_s']:g} s per point"
+        f"{' (QUICK run: not for quoting)' if report['quick'] else ''}.",
+        f"Load average at start: {report['loadavg_start']}; at end: {report.get('loadavg_end', '?')}.",
+        "",
+        "## Headline (targets from issue 8)",
+        "",
+        *_table(["scenario", "RPS c=32", "added p50 c=1 (ms)", "p99 c=32 (ms)", "CPU/req c=32 (µs)",
+                 "peak RSS tree (MiB)", "RSS growth (KiB/1k req)", "1 stream: added first-event lag (ms)",
+                 "100 streams: added median chunk lag (ms)", "100 streams: added first-event lag (ms)",
+                 "100 streams: reads/stream proxy / direct"], _headline_rows(report["scenarios"])),
+        "",
+        "Targets: RPS c=32 > Portkey (~1,000) and >= 10x LiteLLM (~90); added p50 c=1 < 0.7 ms; "
+        "p99 c=32 < 30 ms; peak RSS < 80 MiB; added median chunk lag < 5 ms at 100 streams; "
+        "first event < 2 ms after the upstream's; memory flat over 10,000 requests; one client read per "
+        "upstream event (50 direct; 52 through hypercorn, which writes the head and the body's end "
+        "separately).  Peers on this kind of machine (performance-notes.md): nginx proxy_pass ~54,000 RPS, "
+        "Portkey ~1,025 RPS / +0.86 ms / 230 MiB, LiteLLM ~83 RPS / +11.3 ms / 353 MiB.  `nginx-floor` and "
+        "`quart-ceiling` rows are calibration, not products: compare the proxy with them *in the same run*.",
+        "",
+        "## Request/response load (wrk; direct = the fake upstream itself)",
+        "",
+        *_table(["scenario", "request", "c", "RPS direct", "RPS proxy", "direct/proxy",
+                 "p50 direct (ms)", "p50 proxy (ms)", "added p50 (ms)", "p50 ratio", "p99 direct (ms)",
+                 "p99 proxy (ms)", "proxy CPU/req (µs)", "proxy non-2xx/socket errors"],
+                _load_rows(report["scenarios"])),
+        "",
+        "## Streaming (chunks x delay per stream; lag = client read time - the fake's send time)",
+        "",
+        *_table(["scenario", "request", "streams", "target", "first event (ms)", "first-event lag (ms)",
+                 "chunk lag p50 (ms)", "chunk lag p99 (ms)", "stream time (ms)", "reads/stream",
+                 "events/stream", "proxy CPU/event (µs)", "ok streams"], _stream_rows(report["scenarios"])),
+        "",
+        "## Memory (proxy process tree: hypercorn master + worker)",
+        "",
+        *_table(["scenario", "peak RSS tree (MiB)", "peak RSS worker (MiB)", "worker RSS after warm-up (MiB)",
+                 "worker RSS after N requests", "growth (KiB per 1k requests, after the first step)"],
+                _memory_rows(report["scenarios"])),
+        "",
+    ]
+    notes = [note for scenario in report["scenarios"] for note in scenario.get("notes", [])]
+    notes += report.get("notes", [])
+    if notes:
+        out += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    return "\n".join(out)
