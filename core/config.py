@@ -17,7 +17,8 @@ timestamps stay strings (``anthropic-version: 2023-06-01`` is a header value,
 not a date).
 
 The per-model schema lives in `core.config_models`, the ``server:`` block's in
-`core.config_server`; the value classes in `core.config_schema` (re-exported here).
+`core.config_server`, the ``logging.requests`` audit log's in `core.audit`; the
+value classes in `core.config_schema` (re-exported here).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+from core.audit import RequestLogConfig, read_request_log
 from core.config_models import check_fallbacks, read_model
 from core.config_server import read_server
 from core.config_reader import INVALID, Reader, any_invalid, join
@@ -41,6 +43,7 @@ from core.config_schema import (
     RetryPolicy,
     ServerConfig,
     UpstreamPoolConfig,
+    logger_name_problem,
 )
 from core.headers import CREDENTIAL_HEADERS
 from core.routing import Router
@@ -51,6 +54,7 @@ __all__ = [
     "Deployment",
     "LoggingConfig",
     "ModelConfig",
+    "RequestLogConfig",
     "RetryPolicy",
     "ServerConfig",
     "UpstreamPoolConfig",
@@ -59,7 +63,7 @@ __all__ = [
 ]
 
 _TOP_KEYS = ("server", "logging", "models")
-_LOGGING_KEYS = ("level", "format")
+_LOGGING_KEYS = ("level", "format", "loggers", "requests")
 
 
 class ConfigError(Exception):
@@ -192,12 +196,46 @@ def _read_logging(r: Reader, node: Any) -> Any:
     block = r.block(node, "logging", _LOGGING_KEYS)
     if block is None:
         return INVALID
+    fields = {
+        "level": _read_root_level(r, block),
+        "format": r.choice(block, "format", "logging", "pretty", LOG_FORMATS),
+        "loggers": _read_loggers(r, block.get("loggers"), "logging.loggers"),
+        "requests": read_request_log(r, block.get("requests"), "logging.requests"),
+    }
+    return INVALID if any_invalid(*fields.values()) else LoggingConfig(**fields)
+
+
+def _read_root_level(r: Reader, block: Mapping[str, Any]) -> Any:
+    """``logging.level``, which ``LLM_PROXY_LOG_LEVEL`` beats (the per-logger levels stay as written)."""
     level = r.choice(block, "level", "logging", "info", LOG_LEVELS)
     env_level = r.env.get("LLM_PROXY_LOG_LEVEL", "")
     if env_level.strip():
         level = r.check_choice(env_level.strip().lower(), "LLM_PROXY_LOG_LEVEL", LOG_LEVELS, shown=env_level)
-    fmt = r.choice(block, "format", "logging", "pretty", LOG_FORMATS)
-    return INVALID if any_invalid(level, fmt) else LoggingConfig(level=level, format=fmt)
+    return level
+
+
+def _read_loggers(r: Reader, node: Any, path: str) -> Any:
+    """``logging.loggers``: logger name -> level, e.g. ``{llm_proxy.forward: debug, httpx: warning}``."""
+    block = r.block(node, path, None)
+    if block is None:
+        return INVALID
+    levels: dict[str, Any] = {}
+    for name, value in block.items():
+        if not isinstance(name, str):
+            continue  # already reported by Reader.block
+        problem = logger_name_problem(name)
+        if problem:
+            shown = name if name.strip() == name and name else repr(name)  # blank names need quotes
+            levels[name] = r.error(join(path, shown), problem)
+        elif not isinstance(value, str):  # null, a number, yaml's `off` (False)...
+            levels[name] = r.error(join(path, name), f"expected one of {', '.join(LOG_LEVELS)}, got {_shown(value)}")
+        else:
+            levels[name] = r.choice(block, name, path, None, LOG_LEVELS)
+    return INVALID if any_invalid(*levels.values()) or len(levels) != len(block) else levels
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else repr(value)
 
 
 def _read_models(r: Reader, top: dict[str, Any]) -> Any:

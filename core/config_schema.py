@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 from attrs import validators as v
 
+from core.audit import RequestLogConfig
 from core.auth import ClientAuth
 from core.cors import CorsPolicy
 from core.headers import DEFAULT_POLICY, DEFAULT_RESPONSE_POLICY, HeaderPolicy
@@ -40,6 +41,7 @@ __all__ = [
     "RetryPolicy",
     "ServerConfig",
     "UpstreamPoolConfig",
+    "logger_name_problem",
 ]
 
 BackendType = Literal["openai", "openai-compatible", "anthropic", "ollama", "mock"]
@@ -104,12 +106,43 @@ class ServerConfig:
     shutdown_grace_seconds: float = attrs.field(default=DEFAULT_SHUTDOWN_GRACE_SECONDS, validator=_non_negative)
 
 
+def logger_name_problem(name: Any) -> str | None:
+    """Why `name` cannot be a ``logging.loggers`` key, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "a logger name must be a non-empty string"
+    if name != name.strip():
+        return "a logger name must not start or end with whitespace"
+    if name == "root":  # logging.getLogger("root") is the root logger
+        return "the root logger's level is logging.level"
+    return None
+
+
+def _check_loggers(_: Any, attribute: attrs.Attribute[Any], value: Mapping[str, str]) -> None:
+    for name, level in value.items():
+        problem = logger_name_problem(name)
+        if problem:
+            raise ValueError(f"{attribute.name}: {name!r}: {problem}")
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{attribute.name}: {name!r}: level must be one of {LOG_LEVELS}, got {level!r}")
+
+
 @attrs.frozen
 class LoggingConfig:
-    """``logging``: level and output format."""
+    """``logging``: level and output format, per-logger levels, and the request audit log.
+
+    `level` is the root logger's; `loggers` maps a logger name (``llm_proxy.forward``,
+    ``httpx``) to its own level, which applies to it and its children whatever
+    `level` says, in either direction.  `requests` is the ``logging.requests``
+    audit log (`core.audit.RequestLogConfig`, off by default).
+    """
 
     level: Literal["debug", "info", "warning", "error"] = attrs.field(default="info", validator=v.in_(LOG_LEVELS))
     format: Literal["pretty", "json"] = attrs.field(default="pretty", validator=v.in_(LOG_FORMATS))
+    requests: RequestLogConfig = attrs.field(factory=RequestLogConfig, validator=v.instance_of(RequestLogConfig))
+    loggers: Mapping[str, str] = attrs.field(
+        factory=dict, converter=lambda m: MappingProxyType(dict(m)), validator=_check_loggers,
+        hash=False,  # a mapping proxy is unhashable; equality still compares it
+    )
 
 
 @attrs.frozen

@@ -27,7 +27,7 @@ import trio
 from core.auth import exposure_problem, is_loopback
 from core.config import ConfigError, ServerConfig
 
-from .loading import load_config_file
+from .loading import config_error_text, load_config_file
 
 if TYPE_CHECKING:
     from hypercorn.config import Config as HypercornConfig
@@ -124,7 +124,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config_file(args.config, os.environ)
     except ConfigError as err:
-        print(f"llm-proxy: {args.config} is not a valid configuration:\n{err}", file=sys.stderr)
+        print(f"llm-proxy: {args.config} is not a valid configuration:\n"
+              f"{config_error_text(args.config, err, os.environ)}", file=sys.stderr)
         return 2
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -149,7 +150,8 @@ def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config_file(args.config, os.environ)
     except ConfigError as err:
-        print(f"{args.config}: invalid configuration:\n{err}", file=sys.stderr)
+        print(f"{args.config}: invalid configuration:\n{config_error_text(args.config, err, os.environ)}",
+              file=sys.stderr)
         return 1
     print(f"{args.config}: OK ({len(config.models)} model route(s): {', '.join(config.models)})")
     return 0

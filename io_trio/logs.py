@@ -1,17 +1,48 @@
-"""Process-wide logging set-up: `logging.format: pretty | json`, `logging.level`."""
+"""Process-wide logging set-up: ``logging.format``, ``logging.level`` and ``logging.loggers``.
+
+`configure_logging` runs at start-up and again on each reload whose ``logging``
+block changed.  It replaces the root logger's handlers with one stderr handler
+(pretty or JSON) carrying a `RequestIdFilter`, so every line names its request
+(``-`` outside one), and sets the per-logger levels of ``logging.loggers``.
+
+Two things must survive a reload:
+
+* Redaction.  `io_trio.logs_context.install` wraps the handlers that exist when
+  the app starts with a `RedactingFormatter`; a reload builds a new handler, so
+  the secrets of the old one are carried over onto it here (the app merges the
+  new configuration's secrets in afterwards).  A handler is never left unwrapped
+  once redaction was installed, not even between the two steps.
+* The levels a previous configuration set.  A logger that the old configuration
+  named and the new one does not gets back the level it had before we first set
+  it, so ``llm_proxy.forward: debug`` removed from the file stops the debug lines.
+
+Per record, the only added work is the filter's context-variable read.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Iterable, Mapping
+from functools import reduce
 from typing import Any
 
-__all__ = ["configure_logging"]
+from core.config_schema import LoggingConfig
+from core.redact import Redactor
+
+from .logs_context import PRETTY_FORMAT, RedactingFormatter, RequestIdFilter
+
+__all__ = ["JsonFormatter", "configure_logging"]
+
+# Loggers whose level ``logging.loggers`` set -> the level each had before that.
+_original_levels: dict[str, int] = {}
+# The handler configure_logging installed last: the one whose redaction a reload carries over.
+_ours: list[logging.Handler] = []
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the record's `extra` fields kept."""
+    """One JSON object per line, with the record's `extra` fields (and ``request_id``) kept."""
 
     _SKIP = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -28,12 +59,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def configure_logging(config: Any) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+def configure_logging(config: LoggingConfig) -> None:
+    """Send every log line to stderr in `config.format`, at `config.level` and the per-logger levels."""
     root = logging.getLogger()
+    # Only our own previous handler counts: another's (a test runner's, an embedder's) may have
+    # been wrapped with the secrets of some other app in the same process.
+    handler = _handler(config.format, redactor=_installed_redactor(h for h in _ours if h in root.handlers))
     root.handlers[:] = [handler]
+    _ours[:] = [handler]
     root.setLevel(config.level.upper())
+    _set_logger_levels(config.loggers)
+
+
+def _handler(fmt: str, *, redactor: Redactor | None) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(PRETTY_FORMAT)
+    handler.setFormatter(formatter if redactor is None else RedactingFormatter(formatter, redactor))
+    handler.addFilter(RequestIdFilter())  # on the handler: a logger's filters miss propagated records
+    return handler
+
+
+def _installed_redactor(handlers: Iterable[logging.Handler]) -> Redactor | None:
+    """What the handlers being replaced redact (every secret they knew), or None if they did not."""
+    redactors = [h.formatter.redactor for h in handlers if isinstance(h.formatter, RedactingFormatter)]
+    return reduce(Redactor.merged, redactors) if redactors else None
+
+
+def _set_logger_levels(levels: Mapping[str, str]) -> None:
+    for name in [name for name in _original_levels if name not in levels]:
+        logging.getLogger(name).setLevel(_original_levels.pop(name))
+    for name, level in levels.items():
+        logger = logging.getLogger(name)
+        _original_levels.setdefault(name, logger.level)
+        logger.setLevel(level.upper())
