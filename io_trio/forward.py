@@ -27,22 +27,22 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import attrs
 import trio
-from quart import Response
 
+from core.audit import RequestTrace
 from core.errors import ProxyError
 from core.exchange import ClientProtocol, ClientResponse, Exchange, Ids, UpstreamRequest, error_body
 from core.relay import StreamRelay
 from core.retry import Decision, GiveUp, Outcome, OutcomeKind, RetryAfter, decide
 
+from .observe import Observer, StreamTap
 from .state import Drain
 from .upstream import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamResponse
 
-__all__ = ["Forwarder", "RelayedStream", "error_response", "stream_response"]
+__all__ = ["Forwarder", "RelayedStream", "Reply", "error_reply"]
 
 log = logging.getLogger("llm_proxy.forward")
 
@@ -50,17 +50,31 @@ JSON = "application/json"
 SSE_HEADERS = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
 
 
-def error_response(client: ClientProtocol, err: ProxyError) -> Response:
-    response = Response(error_body(client, err), status=err.status, content_type=JSON)
+@attrs.define(slots=True)
+class Reply:
+    """What the client gets: status, headers, and a whole `body` or a `stream` of pieces.
+
+    Plain data for `io_trio.endpoint` to write as ASGI messages: the request
+    path never builds a framework response object.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    stream: RelayedStream | LocalStream | None = None
+    error: ProxyError | None = None  # the proxy's own error, for the log
+
+
+def error_reply(client: ClientProtocol, err: ProxyError) -> Reply:
+    headers = [("content-type", JSON)]
     if err.should_retry is not None:
-        response.headers["x-should-retry"] = "true" if err.should_retry else "false"
-    return response
+        headers.append(("x-should-retry", "true" if err.should_retry else "false"))
+    return Reply(err.status, headers, error_body(client, err), error=err)
 
 
-def stream_response(status: int, headers: list[tuple[str, str]], body: AsyncIterable[bytes]) -> Response:
-    response = Response(body, status=status, headers=headers + SSE_HEADERS, content_type="text/event-stream")
-    response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut a long stream
-    return response
+def _stream_reply(status: int, headers: list[tuple[str, str]], stream: RelayedStream | LocalStream) -> Reply:
+    kept = [(name, value) for name, value in headers if name != "content-type"]
+    return Reply(status, [("content-type", "text/event-stream"), *kept, *SSE_HEADERS], stream=stream)
 
 
 @attrs.define
@@ -72,6 +86,7 @@ class Attempt:
     upstream: UpstreamResponse | None = None  # open: a 2xx stream, relayed by `relay`
     relay: StreamRelay | None = None  # has already turned the first event into `first`
     first: bytes = b""  # client bytes: the stream's first event(s)
+    head: bytes = b""  # the upstream bytes `first` was made from (the log's reassembly sees them too)
     until: float = math.inf  # trio time at which the attempt's time is up (timeout_seconds, deadline)
     status: int = 0
     headers: list[tuple[str, str]] = attrs.field(factory=list)
@@ -96,7 +111,8 @@ class Forwarder:
     """Serves one request; see the module docstring."""
 
     def __init__(self, state: Any, *, client: ClientProtocol, body: dict[str, Any], raw: bytes,
-                 model_name: str, model: Any, client_headers: list[tuple[str, str]], count_tokens: bool) -> None:
+                 model_name: str, model: Any, client_headers: list[tuple[str, str]], count_tokens: bool,
+                 trace: RequestTrace) -> None:
         self.state = state
         self.client = client
         self.body = body
@@ -105,12 +121,14 @@ class Forwarder:
         self.model = model
         self.client_headers = client_headers
         self.count_tokens = count_tokens
+        self.trace = trace
+        self.observe: Observer = state.process.observe
         self.ids = Ids(token=state.token(), created=int(time.time()))
         self.attempts = 0
         deadline = model.deadline_seconds
         self.deadline = trio.current_time() + deadline if deadline is not None else math.inf
 
-    async def run(self) -> Response:
+    async def run(self) -> Reply:
         chain = self._chain()
         for index, (model, route_name) in enumerate(chain):
             # Past the deadline a fallback could only time out at once.
@@ -119,6 +137,7 @@ class Forwarder:
             if final or not more:
                 return self._stamp(response, model)
             log.warning("model %s failed; falling back to %s", model.name, chain[index + 1][0].name)
+            self.trace.fell_back()
         raise AssertionError("unreachable: the chain is never empty")
 
     def _chain(self) -> list[tuple[Any, str]]:
@@ -130,19 +149,20 @@ class Forwarder:
                 chain.append((fallback, name))
         return chain
 
-    def _stamp(self, response: Response, model: Any) -> Response:
-        response.headers["x-proxy-attempts"] = str(self.attempts)
-        response.headers["x-proxy-served-by"] = model.name
-        return response
+    def _stamp(self, reply: Reply, model: Any) -> Reply:
+        reply.headers.append(("x-proxy-attempts", str(self.attempts)))
+        reply.headers.append(("x-proxy-served-by", model.name))
+        self.trace.served_by = model.name
+        return reply
 
-    async def _serve_model(self, model: Any, route_name: str, *, fallback_left: bool) -> tuple[Response, bool]:
+    async def _serve_model(self, model: Any, route_name: str, *, fallback_left: bool) -> tuple[Reply, bool]:
         """(response, final): final unless a fallback should be tried instead."""
         balancer = self.state.balancer(model)
         order = balancer.choose(trio.current_time(), self.state.rng, last_resort=not fallback_left)
         if not order:
             err = ProxyError(503, f"every deployment of {model.name} is cooling down after failures",
                              type="overloaded_error")
-            return error_response(self.client, err), False
+            return error_reply(self.client, err), False
         attempt_number = 0
         while True:
             attempt_number += 1
@@ -150,6 +170,10 @@ class Forwarder:
             exchange = self._exchange(model, deployment, route_name)
             if exchange.local_answer:
                 self.attempts += 1
+                now = trio.current_time()
+                self.trace.attempt_started(deployment=deployment.label, backend=deployment.backend_type, url=None,
+                                           now=now)
+                self.trace.attempt_ended(result="ok", status=200, now=now)
                 return self._local_response(exchange), True
             attempt = await self._attempt(exchange, exchange.upstream_request())
             balancer.record(deployment, not attempt.outcome.counts_as_backend_failure, trio.current_time())
@@ -157,11 +181,14 @@ class Forwarder:
             if isinstance(decision, RetryAfter):
                 await attempt.close()
                 log.warning("retrying %s in %.2f s: %s", deployment.label, decision.delay, decision.reason)
+                slept_from = trio.current_time()
                 await trio.sleep(decision.delay)
+                # Measured, not planned: a sleep overshoots, and the overhead metric must not absorb it.
+                self.trace.retried(waited=trio.current_time() - slept_from)
                 continue
             if isinstance(decision, GiveUp) and decision.fallback_ok and fallback_left:
                 await attempt.close()
-                return Response(b""), False
+                return Reply(0, []), False
             return self._client_response(exchange, attempt), True
 
     def _decide(self, model: Any, attempt_number: int, outcome: Outcome) -> Decision:
@@ -177,22 +204,38 @@ class Forwarder:
                         model=model, deployment=deployment, client_headers=self.client_headers, ids=self.ids,
                         count_tokens=self.count_tokens, route_name=route_name)
 
-    def _local_response(self, exchange: Exchange) -> Response:
+    def _local_response(self, exchange: Exchange) -> Reply:
         reply = exchange.local_response()
         if isinstance(reply, list):
-            return stream_response(200, [], _pieces(reply))
-        return Response(reply.body, status=reply.status, content_type=JSON)
+            return _stream_reply(200, [], LocalStream(reply, self.observe.tap(self.trace, wire=None)))
+        return Reply(reply.status, [("content-type", JSON)], reply.body)
 
     # -- one attempt -------------------------------------------------------------------
 
     async def _attempt(self, exchange: Exchange, request: UpstreamRequest) -> Attempt:
         self.attempts += 1
-        attempt = await self._send(exchange, request)
+        attempt = await self._send_traced(exchange, request)
         if attempt.upstream is None and attempt.error is None:
             retry = exchange.retry_without_think(attempt.status, attempt.body)
             if retry is not None:
                 log.info("%s cannot think; asking again without thinking", exchange.deployment.label)
-                attempt = await self._send(exchange, retry)
+                attempt = await self._send_traced(exchange, retry)
+        return attempt
+
+    async def _send_traced(self, exchange: Exchange, request: UpstreamRequest) -> Attempt:
+        """`_send`, reported to the trace (with the stages the audit level keeps)."""
+        dep, observe, trace = exchange.deployment, self.observe, self.trace
+        url = dep.endpoint + request.path
+        trace.attempt_started(deployment=dep.label, backend=dep.backend_type, url=url, now=trio.current_time())
+        if observe.headers_level:
+            trace.captured("upstream_request", url=url, headers=request.headers,
+                           body=request.body if observe.full_level else None)
+        attempt = await self._send(exchange, request)
+        trace.attempt_ended(result=attempt.outcome.kind.value, status=attempt.status or None,
+                            now=trio.current_time(), done=attempt.upstream is None)
+        if observe.headers_level and attempt.status:
+            trace.captured("upstream_response", status=attempt.status, headers=attempt.headers,
+                           body=attempt.body if observe.full_level and attempt.upstream is None else None)
         return attempt
 
     async def _send(self, exchange: Exchange, request: UpstreamRequest) -> Attempt:
@@ -203,7 +246,7 @@ class Forwarder:
         whole = min(now + model.timeout_seconds, self.deadline)
         first_by = now + model.first_byte_timeout_seconds
         upstream: UpstreamResponse | None = None
-        relay, first = None, b""
+        relay, first, head = None, b"", b""
         try:
             with trio.move_on_at(min(first_by, whole)) as first_byte:
                 upstream = await self.state.transport.request(
@@ -211,13 +254,13 @@ class Forwarder:
                     connect_timeout=model.connect_timeout_seconds, ssl_verify=dep.ssl_verify)
                 if request.stream and 200 <= upstream.status < 300:
                     relay = exchange.stream()
-                    first = await _first_event(upstream, relay)
+                    first, head = await _first_event(upstream, relay)
             if first_byte.cancelled_caught:
                 return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, _late(exchange, first_by <= whole))
             assert upstream is not None
             if relay is None:
                 return await self._read_whole(upstream, exchange, whole)
-            attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, relay=relay, first=first,
+            attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, relay=relay, first=first, head=head,
                               status=upstream.status, headers=_decode_headers(upstream.headers), until=whole)
             upstream = None  # now owned by the attempt
             return attempt
@@ -245,22 +288,25 @@ class Forwarder:
 
     # -- what the client gets ------------------------------------------------------------
 
-    def _client_response(self, exchange: Exchange, attempt: Attempt) -> Response:
+    def _client_response(self, exchange: Exchange, attempt: Attempt) -> Reply:
         if attempt.error is not None:
-            return error_response(self.client, attempt.error)
+            return error_reply(self.client, attempt.error)
         headers = exchange.model.response_headers.apply_response(attempt.headers)
         if attempt.upstream is not None:
             assert attempt.relay is not None
+            tap = self.observe.tap(self.trace, wire=exchange.wire)
+            tap.upstream(attempt.head)
             body = RelayedStream(attempt.upstream, attempt.first, attempt.relay, exchange, until=attempt.until,
-                                 drain=self.state.drain)
+                                 drain=self.state.drain, tap=tap)
             attempt.upstream = None  # now owned by the body
-            return stream_response(attempt.status, headers, body)
+            return _stream_reply(attempt.status, headers, body)
         try:
             reply: ClientResponse = exchange.response(attempt.status, attempt.headers, attempt.body)
         except ProxyError as err:
-            return error_response(self.client, err)
+            return error_reply(self.client, err)
         content_type = next((v for k, v in reply.headers if k == "content-type"), JSON)
-        return Response(reply.body, status=reply.status, headers=headers, content_type=content_type)
+        kept = [(name, value) for name, value in headers if name != "content-type"]
+        return Reply(reply.status, [("content-type", content_type), *kept], reply.body)
 
 
 def _late(exchange: Exchange, first_byte: bool) -> ProxyError:
@@ -282,26 +328,50 @@ def upstream_failure(err: UpstreamError, dep: Any) -> ProxyError:
     return ProxyError(502, f"the upstream of {dep.label} broke the connection: {err}", type="api_error")
 
 
-async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
-    for piece in pieces:
-        yield piece
+class LocalStream:
+    """The body of a streamed local answer (the mock backend): pieces already made.
+
+    A class for the same reason as `RelayedStream`: `aclose` must end the
+    request's trace even if iteration never started.
+    """
+
+    def __init__(self, pieces: list[bytes], tap: StreamTap) -> None:
+        self._pieces = iter(pieces)
+        self._tap = tap
+        self._count = 0
+
+    def __aiter__(self) -> LocalStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        for piece in self._pieces:
+            self._count += 1
+            self._tap.client(piece)
+            return piece
+        self._tap.finish(chunks=self._count, client_gone=False)
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._tap.finish(chunks=self._count, client_gone=True)  # a no-op after a full iteration
 
 
-async def _first_event(upstream: UpstreamResponse, relay: StreamRelay) -> bytes:
+async def _first_event(upstream: UpstreamResponse, relay: StreamRelay) -> tuple[bytes, bytes]:
     """Feed the relay until it has client bytes: what commits a stream to the client.
 
     Until then nothing has reached the client, so a stream that ends or breaks
     here is an ordinary failure that may be retried (issue 5, "Retry").
     """
+    consumed: list[bytes] = []
     while True:
         data = await upstream.receive_some()
         if not data:
             raise UpstreamProtocolError("the stream ended before its first event", response_started=True)
+        consumed.append(data)
         out = relay.feed(data)
         if out and relay.error is not None and relay.events == 1:
             raise FirstEventError(relay.error)
         if out:
-            return out
+            return out, b"".join(consumed)
 
 
 class FirstEventError(Exception):
@@ -328,7 +398,7 @@ class RelayedStream:
     """
 
     def __init__(self, upstream: UpstreamResponse, first: bytes, relay: StreamRelay, exchange: Exchange, *,
-                 until: float, drain: Drain | None = None) -> None:
+                 until: float, drain: Drain | None = None, tap: StreamTap | None = None) -> None:
         self._drain = drain  # graceful shutdown: its deadline ends the stream with an error event
         self._upstream: UpstreamResponse | None = upstream
         self._pending = first
@@ -336,6 +406,8 @@ class RelayedStream:
         self._model, self._dep = exchange.model, exchange.deployment
         self._until = until
         self._ended = False  # the upstream body ended or failed: nothing more to receive
+        self._tap = tap  # the log's and the metrics' view of the stream
+        self._complete = False  # the client got the whole stream
 
     def __aiter__(self) -> RelayedStream:
         return self
@@ -346,10 +418,13 @@ class RelayedStream:
                 out = self._pending or await self._step()
                 self._pending = b""
                 if out:
+                    if self._tap is not None:
+                        self._tap.client(out)
                     return out
         except BaseException:  # cancelled while waiting for the upstream: the client left
             await self.aclose()
             raise
+        self._complete = True
         await self.aclose()
         raise StopAsyncIteration
 
@@ -360,6 +435,8 @@ class RelayedStream:
         if upstream is not None:
             with trio.CancelScope(shield=True):
                 await upstream.aclose()
+        if self._tap is not None:
+            self._tap.finish(chunks=self._relay.events, client_gone=not self._complete)
 
     async def _step(self) -> bytes:
         assert self._upstream is not None
@@ -371,6 +448,8 @@ class RelayedStream:
         if not data:
             self._ended = True
             return self._relay.finish()
+        if self._tap is not None:
+            self._tap.upstream(data)
         return self._relay.feed(data)
 
 

@@ -17,9 +17,16 @@ Theory of operation: for each HTTP request the gate, in this order,
    for when hypercorn was started by hand with ``-b 0.0.0.0``);
 6. admits the request into the in-flight count (503 when full) and the
    client's requests-per-minute budget (429), each with ``retry-after``;
-7. calls the app; when it returns (for a stream: after its last byte went
-   out, or the client left) closes the response body if the app did not
-   (`close_when_done`) and releases the in-flight slot.
+7. hands the proxy's POST routes to `io_trio.endpoint.ProxyEndpoint` (the hot
+   path, plain ASGI) and everything else to the Quart app; when that returns
+   (for a stream: after its last byte went out, or the client left) releases
+   the in-flight slot.
+
+Every request gets an id first (the client's ``x-request-id`` if it is sane,
+else a fresh one, `core.request_id`): bound to the task for every log line
+about the request, and returned as ``x-request-id`` on every response,
+refusals included.  Refusals are logged, counted and audited like any other
+request (`io_trio.observe`).
 
 Every refusal is an error body in the protocol the client speaks (judged by
 path and headers, as the app does).  Model permissions (403) need the request
@@ -38,10 +45,13 @@ from core.auth import ANONYMOUS, Client, is_loopback
 from core.errors import ProxyError
 from core.exchange import ClientProtocol, error_body
 from core.limits import BUSY_RETRY_AFTER_SECONDS, busy_error, rate_limited_error, retry_after_headers
+from core.request_id import sanitize_request_id
 
+from .endpoint import ROUTES, ProxyEndpoint
+from .logs_context import set_request_id
 from .state import ProxyState, Snapshot
 
-__all__ = ["CLIENT_KEY", "SNAPSHOT_KEY", "Gate", "client_of", "close_when_done", "protocol_of"]
+__all__ = ["CLIENT_KEY", "REQUEST_ID_KEY", "SNAPSHOT_KEY", "Gate", "client_of", "protocol_of"]
 
 log = logging.getLogger("llm_proxy.gate")
 
@@ -52,7 +62,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SNAPSHOT_KEY = "llm_proxy.snapshot"
 CLIENT_KEY = "llm_proxy.client"
-BODY_KEY = "llm_proxy.body"
+REQUEST_ID_KEY = "llm_proxy.request_id"
 OPEN_PATHS = frozenset({"/health"})
 _WWW_AUTHENTICATE = [("www-authenticate", 'Bearer realm="llm-proxy"')]  # RFC 9110 §11.6.1: a 401 names a scheme
 
@@ -67,18 +77,6 @@ def protocol_of(path: str, headers: Any) -> ClientProtocol:
 def client_of(scope: Scope) -> Client:
     """The client the gate admitted this request as (`ANONYMOUS` when no keys are configured)."""
     return scope.get(CLIENT_KEY, ANONYMOUS)
-
-
-def close_when_done(scope: Scope, body: Any) -> None:
-    """Have the gate close a streamed response `body` (Quart's) when the request is over.
-
-    Quart-Trio closes a body only if it started sending it: a client that
-    leaves while the response head is being written cancels the handler
-    before that, and the body (an open upstream stream) would never be
-    closed.  The gate's ``finally`` closes it in every case (closing twice is
-    harmless).
-    """
-    scope[BODY_KEY] = body
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -110,6 +108,7 @@ async def _reply(send: Send, scope: Scope, status: int, headers: list[tuple[str,
         body = b""
     # RFC 9110 §8.6: no Content-Length in a 204.
     head = headers if status == 204 else [("content-length", str(len(body))), *headers]
+    head.append(("x-request-id", scope[REQUEST_ID_KEY]))
     await send({"type": "http.response.start", "status": status, "headers": _encode(head)})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -135,6 +134,17 @@ def _finishing(send: Send) -> Send:
     return send_finishing
 
 
+def _with_request_id(send: Send, request_id: bytes) -> Send:
+    """`send` that adds ``x-request-id`` to the response head (the Quart routes)."""
+
+    async def send_with_request_id(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id)]}
+        await send(message)
+
+    return send_with_request_id
+
+
 def _with_cors(send: Send, cors_headers: list[tuple[bytes, bytes]]) -> Send:
     """`send` that swaps any Access-Control-* response headers for ours."""
 
@@ -153,6 +163,7 @@ class Gate:
     def __init__(self, app: ASGIApp, state: ProxyState) -> None:
         self.app = app
         self.state = state
+        self.endpoint = ProxyEndpoint(state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,8 +171,11 @@ class Gate:
             return
         snapshot = self.state.current
         scope[SNAPSHOT_KEY] = snapshot
-        send = _finishing(send)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        request_id = sanitize_request_id(_header(headers, b"x-request-id")) or self.state.token()
+        scope[REQUEST_ID_KEY] = request_id
+        set_request_id(request_id)  # this task serves this one request: every log line carries the id
+        send = _finishing(send)
         origin = _header(headers, b"origin")
         cors = snapshot.config.server.cors
         if origin is not None:
@@ -174,7 +188,7 @@ class Gate:
             await self._refuse(scope, send, too_big, [])
             return
         if scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _with_request_id(send, request_id.encode()))
             return
         await self._admit(snapshot, scope, receive, send, origin)
 
@@ -198,12 +212,14 @@ class Gate:
                 log.info("rate limit reached for client %s (%d/min)", verdict.name, per_minute)
                 await self._refuse(scope, send, rate_limited_error(per_minute, wait), retry_after_headers(wait))
                 return
-            await self.app(scope, receive, send)
+            route = ROUTES.get(scope["path"]) if scope["method"] == "POST" else None
+            if route is None:
+                await self.app(scope, receive, _with_request_id(send, scope[REQUEST_ID_KEY].encode()))
+                return
+            await self.endpoint(scope, receive, send, snapshot=snapshot, request_id=scope[REQUEST_ID_KEY],
+                                who=verdict, client=route[0], count_tokens=route[1])
         finally:
-            try:
-                await _close_body(scope)
-            finally:
-                concurrency.release()
+            concurrency.release()
 
     def _authenticate(self, snapshot: Snapshot, scope: Scope, origin: str | None) -> Client | ProxyError:
         auth = snapshot.config.server.auth
@@ -232,6 +248,9 @@ class Gate:
 
     async def _refuse(self, scope: Scope, send: Send, err: ProxyError, headers: list[tuple[str, str]]) -> None:
         client = protocol_of(scope["path"], _HeaderNames(scope["headers"]))
+        peer = scope.get("client")
+        self.state.observe.refused(request_id=scope[REQUEST_ID_KEY], method=scope["method"], path=scope["path"],
+                                   client_ip=peer[0] if peer else None, client=client.value, error=err)
         if err.should_retry is not None:
             headers = [*headers, ("x-should-retry", "true" if err.should_retry else "false")]
         await _reply(send, scope, err.status, [("content-type", "application/json"), *headers],
@@ -247,13 +266,6 @@ class Gate:
             await _reply(send, scope, 403, [("content-type", "application/json")], body)
             return
         await _reply(send, scope, 204, answer, b"")
-
-
-async def _close_body(scope: Scope) -> None:
-    body = scope.pop(BODY_KEY, None)
-    if body is not None:
-        with trio.CancelScope(shield=True):
-            await body.__aexit__(None, None, None)
 
 
 class _HeaderNames:

@@ -38,8 +38,9 @@ from core.config import Config, ConfigError
 from core.errors import ProxyError
 from core.limits import ConcurrencyLimit, RateLimiter
 
-from .loading import load_config_file
+from .loading import config_error_text, load_config_file
 from .logs import configure_logging
+from .observe import Observer
 from .upstream import H11Pool, HttpxTransport, Origin, Transport
 
 __all__ = ["Backends", "Drain", "ProxyState", "Snapshot", "watch_config_file"]
@@ -164,6 +165,7 @@ class ProxyState:
         self.limiter = RateLimiter()
         self.concurrency = ConcurrencyLimit(config.server.max_concurrent_requests)
         self.on_swap = on_swap
+        self.observe = Observer(config)  # metrics, the audit log and the log handlers outlive snapshots
         self.current = self._build(config, previous=None)
 
     # What existing callers read from the state: the current snapshot's view.
@@ -207,6 +209,7 @@ class ProxyState:
         self.current = snapshot  # the swap
         if config.logging != previous.config.logging:
             configure_logging(config.logging)
+        self.observe.reconfigure(config)  # after configure_logging: it wraps the (new) handlers
         _log_changes(previous.config, config)
         if self.on_swap is not None:
             self.on_swap(snapshot)
@@ -219,8 +222,10 @@ class ProxyState:
             config = await trio.to_thread.run_sync(load_config_file, path, env)
             self.reload(config)
         except ConfigError as err:
+            # The message may quote a value substituted from the environment; the log's redactor
+            # only knows the secrets of the configuration being served, not of this new file.
             log.error("configuration reload from %s rejected; still serving the previous configuration:\n%s",
-                      path, err)
+                      path, config_error_text(path, err, env))
             return False
         log.info("configuration reloaded from %s (generation %d)", path, self.current.generation)
         return True

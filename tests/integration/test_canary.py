@@ -6,9 +6,6 @@ upstreams that echo the key back: success (whole and streamed), upstream error,
 timeout, an exception inside the proxy, and a configuration that fails to load.
 All log output (the root logger, JSON format, tracebacks included) and every
 audit file are then searched for the canaries.
-
-Marked xfail until the observability modules are wired into the app
-(/tmp/obs_integration.md); it passes once they are.
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ from io_trio.logs import JsonFormatter
 from tests.integration.conftest import model
 from tests.support.servers import FakeUpstream, Reply, json_reply, sse_reply
 
-pytestmark = pytest.mark.xfail(strict=False, reason="logging.requests and the observer are not wired in yet")
 
 UPSTREAM_CANARY = "sk-canary-upstream-9f8e7d6c5b4a"
 FORCED_CANARY = "canary-forced-header-1a2b3c4d"

@@ -57,7 +57,7 @@ async def test_response_headers_policy_shapes_what_the_client_gets(start_proxy, 
     async with httpx.AsyncClient() as http:
         r = await http.post(f"{proxy}/v1/chat/completions", json={"model": "m", "messages": []})
     assert "x-internal" not in r.headers and "set-cookie" not in r.headers
-    assert r.headers["x-request-id"] == "r1"
+    assert r.headers["x-upstream-request-id"] == "r1"  # x-request-id is the proxy's own
     assert r.headers["x-served-through"] == "llm-proxy"
 
 

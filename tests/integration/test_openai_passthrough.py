@@ -62,7 +62,7 @@ async def test_create_relays_the_completion_and_sends_the_backend_key(start_prox
     completion = raw.parse()
     assert completion.choices[0].message.content == "Hello there!"
     assert completion.usage.total_tokens == 12
-    assert raw.headers["x-request-id"] == "req_up_1"
+    assert raw.headers["x-upstream-request-id"] == "req_up_1"  # x-request-id is the proxy's own
     assert raw.headers["x-ratelimit-remaining-requests"] == "99"
     [seen] = upstream.requests
     assert (seen.method, seen.path) == ("POST", "/v1/chat/completions")
