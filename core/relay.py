@@ -23,6 +23,7 @@ its own protocol and the stream ends cleanly; after that, nothing more is sent.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .errors import ProxyError, TranslationError, anthropic_error_body, openai_error_body, status_for_error_type
@@ -60,6 +61,9 @@ class StreamRelay:
         self.translators = translators
         self.transforms = None if transforms.is_empty else transforms
         self.raw = not translators and self.transforms is None
+        # Called with each decoded upstream event (an SSE event, or a parsed NDJSON line),
+        # before translation: the adapter's log summary reads them without decoding twice.
+        self.listener: Callable[[Any], None] | None = None
         self.done = False
         self.events = 0  # client events written, for logs
         # The failure the client's stream ended with, if it ended with one: when
@@ -74,7 +78,7 @@ class StreamRelay:
         if self.done or self.decoder is None:
             return b""
         try:
-            return self._handle(self.decoder.feed(data))
+            return self._handle(self._heard(self.decoder.feed(data)))
         except ProxyError as err:
             return self.fail(err)
 
@@ -92,7 +96,7 @@ class StreamRelay:
         out = b""
         try:
             if self.decoder is not None:
-                out += self._handle(self.decoder.finish())
+                out += self._handle(self._heard(self.decoder.finish()))
             out += self._drain_translators()
         except ProxyError as err:
             return out + self.fail(err)
@@ -112,6 +116,12 @@ class StreamRelay:
         return encode_json(openai_error_body(err))
 
     # -- internals ---------------------------------------------------------------------
+
+    def _heard(self, decoded: list[Any]) -> list[Any]:
+        if self.listener is not None:
+            for event in decoded:
+                self.listener(event)
+        return decoded
 
     def _handle(self, decoded: list[Any]) -> bytes:
         if not decoded:

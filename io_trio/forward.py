@@ -23,7 +23,6 @@ Retry-After may be an HTTP-date, and the request's deadline translated onto it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -86,7 +85,7 @@ class Attempt:
     upstream: UpstreamResponse | None = None  # open: a 2xx stream, relayed by `relay`
     relay: StreamRelay | None = None  # has already turned the first event into `first`
     first: bytes = b""  # client bytes: the stream's first event(s)
-    head: bytes = b""  # the upstream bytes `first` was made from (the log's reassembly sees them too)
+    heard: list[Any] = attrs.field(factory=list)  # the upstream events `first` was made from (for the log)
     until: float = math.inf  # trio time at which the attempt's time is up (timeout_seconds, deadline)
     status: int = 0
     headers: list[tuple[str, str]] = attrs.field(factory=list)
@@ -246,7 +245,7 @@ class Forwarder:
         whole = min(now + model.timeout_seconds, self.deadline)
         first_by = now + model.first_byte_timeout_seconds
         upstream: UpstreamResponse | None = None
-        relay, first, head = None, b"", b""
+        relay, first, heard = None, b"", []
         try:
             with trio.move_on_at(min(first_by, whole)) as first_byte:
                 upstream = await self.state.transport.request(
@@ -254,13 +253,14 @@ class Forwarder:
                     connect_timeout=model.connect_timeout_seconds, ssl_verify=dep.ssl_verify)
                 if request.stream and 200 <= upstream.status < 300:
                     relay = exchange.stream()
-                    first, head = await _first_event(upstream, relay)
+                    relay.listener = heard.append
+                    first = await _first_event(upstream, relay)
             if first_byte.cancelled_caught:
                 return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, _late(exchange, first_by <= whole))
             assert upstream is not None
             if relay is None:
                 return await self._read_whole(upstream, exchange, whole)
-            attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, relay=relay, first=first, head=head,
+            attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, relay=relay, first=first, heard=heard,
                               status=upstream.status, headers=_decode_headers(upstream.headers), until=whole)
             upstream = None  # now owned by the attempt
             return attempt
@@ -295,7 +295,9 @@ class Forwarder:
         if attempt.upstream is not None:
             assert attempt.relay is not None
             tap = self.observe.tap(self.trace, wire=exchange.wire)
-            tap.upstream(attempt.head)
+            for event in attempt.heard:
+                tap.upstream(event)
+            attempt.relay.listener = tap.upstream if tap.wants_upstream else None
             body = RelayedStream(attempt.upstream, attempt.first, attempt.relay, exchange, until=attempt.until,
                                  drain=self.state.drain, tap=tap)
             attempt.upstream = None  # now owned by the body
@@ -355,23 +357,21 @@ class LocalStream:
         self._tap.finish(chunks=self._count, client_gone=True)  # a no-op after a full iteration
 
 
-async def _first_event(upstream: UpstreamResponse, relay: StreamRelay) -> tuple[bytes, bytes]:
+async def _first_event(upstream: UpstreamResponse, relay: StreamRelay) -> bytes:
     """Feed the relay until it has client bytes: what commits a stream to the client.
 
     Until then nothing has reached the client, so a stream that ends or breaks
     here is an ordinary failure that may be retried (issue 5, "Retry").
     """
-    consumed: list[bytes] = []
     while True:
         data = await upstream.receive_some()
         if not data:
             raise UpstreamProtocolError("the stream ended before its first event", response_started=True)
-        consumed.append(data)
         out = relay.feed(data)
         if out and relay.error is not None and relay.events == 1:
             raise FirstEventError(relay.error)
         if out:
-            return out, b"".join(consumed)
+            return out
 
 
 class FirstEventError(Exception):
@@ -448,8 +448,6 @@ class RelayedStream:
         if not data:
             self._ended = True
             return self._relay.finish()
-        if self._tap is not None:
-            self._tap.upstream(data)
         return self._relay.feed(data)
 
 
@@ -458,16 +456,22 @@ async def _receive(upstream: UpstreamResponse, model: Any, dep: Any, until: floa
     """The next upstream piece, within the idle timeout and what is left of the attempt."""
     # Graceful shutdown (io_trio.state.Drain): past its deadline the stream ends
     # with an error event in the client's protocol rather than a cut connection.
-    if drain is not None and drain.expired(trio.current_time()):
+    now = trio.current_time()
+    if drain is not None and drain.expired(now):
         raise drain.error()
-    # move_on_at, not move_on_after: `until` may already have passed.
-    idle_at = trio.current_time() + model.idle_timeout_seconds
-    with trio.move_on_at(min(idle_at, until)) as scope, (
-            drain.bound(scope) if drain is not None else contextlib.nullcontext()):
+    # An absolute deadline: `until` may already have passed.  A plain CancelScope and
+    # register/unregister rather than context managers: this runs once per relayed event.
+    idle_at = now + model.idle_timeout_seconds
+    with trio.CancelScope(deadline=min(idle_at, until)) as scope:
+        if drain is not None:
+            drain.register(scope)
         try:
             return await upstream.receive_some()
         except UpstreamError as err:
             raise upstream_failure(err, dep) from None
+        finally:
+            if drain is not None:
+                drain.unregister(scope)
     if drain is not None and drain.expired(trio.current_time()):
         raise drain.error()
     if idle_at < until:

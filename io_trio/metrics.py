@@ -26,6 +26,7 @@ prometheus-client buckets stop at 10 s); overhead buckets span 0.1 ms to 1 s.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -51,6 +52,9 @@ class ProxyMetrics:
         self.models = frozenset(model_names)
         self.registry = CollectorRegistry(auto_describe=True)
         self._build(prefix, self.registry)
+        # Labelled children, looked up once per label set: `labels()` takes a lock and builds
+        # a key every call, a cost paid several times per request otherwise.  Bounded, like the labels.
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def _build(self, p: str, reg: CollectorRegistry) -> None:
         mb = ("model", "backend")
@@ -109,34 +113,42 @@ class ProxyMetrics:
 
     # -- one finished request --------------------------------------------------------------
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, trace: RequestTrace) -> None:
         """Count a finished request (call after `trace.finish`)."""
         model, backend = self.model_label(trace.route), self.backend_label(trace.backend)
         end = trace.ended if trace.ended is not None else trace.started
         outcome = trace.outcome if trace.outcome in _OUTCOMES else NO_LABEL
-        self.requests.labels(model, backend, self.status_label(trace.status_code), outcome).inc()
-        self.duration.labels(model, backend).observe(end - trace.started)
+        child = self._child
+        child(self.requests, model, backend, self.status_label(trace.status_code), outcome).inc()
+        child(self.duration, model, backend).observe(end - trace.started)
         if trace.first_byte is not None:
-            self.ttfb.labels(model, backend).observe(trace.first_byte - trace.started)
-        self.overhead.labels(model, backend).observe(trace.overhead_seconds(end))
+            child(self.ttfb, model, backend).observe(trace.first_byte - trace.started)
+        child(self.overhead, model, backend).observe(trace.overhead_seconds(end))
         for attempt in trace.attempts:
             if attempt.ended is not None:
-                self.upstream.labels(model, self.backend_label(attempt.backend)).observe(
+                child(self.upstream, model, self.backend_label(attempt.backend)).observe(
                     attempt.ended - attempt.started)
         self._count_events(trace, model, backend, outcome)
 
     def _count_events(self, trace: RequestTrace, model: str, backend: str, outcome: str) -> None:
         if trace.retries:
-            self.retries.labels(model, backend).inc(trace.retries)
+            self._child(self.retries, model, backend).inc(trace.retries)
         if trace.fallbacks:
-            self.fallbacks.labels(model).inc(trace.fallbacks)
+            self._child(self.fallbacks, model).inc(trace.fallbacks)
         if outcome == "timeout":
-            self.timeouts.labels(model, backend).inc()
+            self._child(self.timeouts, model, backend).inc()
         usage = trace.usage
         for kind, field in _TOKEN_KINDS:
             count = getattr(usage, field)
             if count:
-                self.tokens.labels(model, kind).inc(count)
+                self._child(self.tokens, model, kind).inc(count)
 
     # -- exposition ------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import trio
 from core.audit import RequestTrace, access_line, build_record
 from core.config import Config, secrets
 from core.redact import Redactor
+from core.sse import ServerSentEvent
 from core.stream_summary import PROTOCOLS, StreamSummary, summarize_response
 
 from .audit_writer import AuditWriter, open_audit_writer
@@ -178,9 +179,18 @@ class StreamTap:
         self._finished = False
         self.metrics.stream_started()
 
-    def upstream(self, data: bytes) -> None:
-        if self._upstream is not None:
-            self._upstream.feed_bytes(data)
+    @property
+    def wants_upstream(self) -> bool:
+        return self._upstream is not None
+
+    def upstream(self, event: Any) -> None:
+        """One decoded upstream event, as the relay heard it (an SSE event, or a parsed NDJSON line)."""
+        if self._upstream is None:
+            return
+        if isinstance(event, ServerSentEvent):
+            self._upstream.feed_event(event.event, event.data)
+        else:
+            self._upstream.feed_item(event)
 
     def client(self, data: bytes) -> None:
         if self._client is not None:

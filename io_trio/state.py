@@ -89,12 +89,20 @@ class Drain:
 
     @contextmanager
     def bound(self, scope: trio.CancelScope) -> Iterator[trio.CancelScope]:
-        scope.deadline = min(scope.deadline, self.deadline)
-        self._scopes.add(scope)
+        self.register(scope)
         try:
             yield scope
         finally:
-            self._scopes.discard(scope)
+            self.unregister(scope)
+
+    def register(self, scope: trio.CancelScope) -> None:
+        """`bound` without the context manager, for the stream relay's once-per-event receive."""
+        if self.deadline < scope.deadline:
+            scope.deadline = self.deadline
+        self._scopes.add(scope)
+
+    def unregister(self, scope: trio.CancelScope) -> None:
+        self._scopes.discard(scope)
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline

@@ -12,7 +12,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import UPSTREAM_KEY, model
-from tests.support.servers import FakeUpstream, Reply, json_reply, sse_reply
+from tests.support.servers import FakeUpstream, Reply, json_reply, ndjson_reply, sse_reply
 
 ANTHROPIC_MESSAGE = {
     "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
@@ -178,3 +178,32 @@ async def test_tokens_of_a_translated_stream_are_counted_without_include_usage(s
     assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
     assert 'llm_proxy_tokens_total{model="claude-*",type="output"} 60.0' in scraped.text
     assert 'llm_proxy_tokens_total{model="claude-*",type="input"} 25.0' in scraped.text
+
+
+@pytest.mark.parametrize("backend", ["openai", "ollama"])
+async def test_tokens_of_openai_and_ollama_streams_are_counted(start_proxy, upstream, backend) -> None:
+    if backend == "openai":
+        delta = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        upstream.script = [sse_reply([
+            (None, {**delta, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}}]}),
+            (None, {**delta, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            (None, {**delta, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 5,
+                                                      "total_tokens": 12}}),
+            (None, "[DONE]")])]
+        endpoint = upstream.url + "/v1"
+    else:
+        upstream.script = [ndjson_reply([
+            {"model": "m", "created_at": "2026-01-01T00:00:00Z", "message": {"role": "assistant", "content": "hi"},
+             "done": False},
+            {"model": "m", "created_at": "2026-01-01T00:00:01Z", "message": {"role": "assistant", "content": ""},
+             "done": True, "done_reason": "stop", "prompt_eval_count": 7, "eval_count": 5}])]
+        endpoint = upstream.url
+    proxy = await start_proxy({"models": {"m": model(backend, endpoint, api_key=UPSTREAM_KEY)}})
+    async with httpx.AsyncClient(base_url=proxy) as client:
+        streamed = await client.post("/v1/chat/completions", json={
+            "model": "m", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hi"}]})
+        scraped = await client.get("/metrics")
+    assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+    assert 'llm_proxy_tokens_total{model="m",type="input"} 7.0' in scraped.text
+    assert 'llm_proxy_tokens_total{model="m",type="output"} 5.0' in scraped.text

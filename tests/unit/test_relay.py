@@ -109,3 +109,13 @@ def test_translators_compose_anthropic_client_on_ollama_ndjson():
     delta = next(json.loads(e.data) for e in events if e.event == "message_delta")
     assert delta["delta"]["stop_reason"] == "end_turn"
     assert delta["usage"]["output_tokens"] == 2 and delta["usage"]["input_tokens"] == 5
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(OPENAI_STREAM)), max_size=8))
+def test_the_listener_hears_every_upstream_event_once_in_order_whatever_the_split(cuts):
+    heard = []
+    relay = passthrough("openai")
+    relay.listener = heard.append
+    feed_in_pieces(relay, OPENAI_STREAM, cuts)
+    expected = SSEDecoder().feed(OPENAI_STREAM)
+    assert [(e.event, e.data) for e in heard] == [(e.event, e.data) for e in expected]
