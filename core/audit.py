@@ -61,7 +61,7 @@ __all__ = [
 
 Level = Literal["metadata", "headers", "full"]
 LEVELS: tuple[Level, ...] = ("metadata", "headers", "full")
-OUTCOMES = ("ok", "upstream_error", "timeout", "client_gone", "bad_request", "error")
+OUTCOMES = ("ok", "upstream_error", "timeout", "client_gone", "bad_request", "refused", "error")
 STAGES = ("client_request", "upstream_request", "upstream_response", "client_response")
 _TIMEOUT_RESULTS = frozenset({"timeout_before_response"})
 _TRANSPORT_RESULTS = frozenset({"connect_error", "protocol_error_before_response", "failed_after_bytes_sent"})
@@ -240,6 +240,7 @@ class RequestTrace:
     error: dict[str, Any] | None = None
     client_gone: bool = False
     crashed: bool = False
+    refused: bool = False  # turned away at the front door (key, limits, CORS) before any routing
     chunks: int = 0
     summary: ResponseSummary | None = None  # what the client got, streamed or not
     upstream_summary: ResponseSummary | None = None
@@ -353,6 +354,7 @@ def _upstream_failed(t: RequestTrace) -> bool:
 # First matching rule wins; the last always matches.
 OUTCOME_RULES: Final = (
     ("error", lambda t: t.crashed),
+    ("refused", lambda t: t.refused),
     ("client_gone", lambda t: t.client_gone),
     ("timeout", _is_timeout),
     ("ok", lambda t: t.status_code is not None and t.status_code < 400 and t.error is None),

@@ -230,6 +230,9 @@ class Forwarder:
             trace.captured("upstream_request", url=url, headers=request.headers,
                            body=request.body if observe.full_level else None)
         attempt = await self._send(exchange, request)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("attempt %d of %s to %s: %s (status %s)", len(trace.attempts), self.model_name, dep.label,
+                      attempt.outcome.kind.value, attempt.status or "-")
         trace.attempt_ended(result=attempt.outcome.kind.value, status=attempt.status or None,
                             now=trio.current_time(), done=attempt.upstream is None)
         if observe.headers_level and attempt.status:

@@ -109,6 +109,7 @@ class Observer:
         """A request the gate turned away (401, 403, 429, 503...): logged, counted and audited all the same."""
         trace = self.begin(request_id=request_id, method=method, path=path, client_ip=client_ip, headers=())
         trace.client_protocol = client
+        trace.refused = True
         trace.failed(status=error.status, type=error.type, message=error.message)
         trace.responded(status=error.status, now=trio.current_time())
         self.complete(trace)

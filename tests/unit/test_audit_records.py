@@ -152,6 +152,15 @@ def test_outcome_ok() -> None:
     assert trace.finish(1.0) == "ok"
 
 
+@pytest.mark.parametrize("status", [401, 429, 503])
+def test_outcome_refused_at_the_front_door_whatever_the_status(status: int) -> None:
+    trace = RequestTrace(request_id="r", method="POST", path="/v1/messages", client_ip=None, started=0.0,
+                         timestamp=0.0)
+    trace.refused = True
+    trace.failed(status=status, type="rate_limit_error", message="slow down")
+    assert trace.finish(0.0) == "refused"
+
+
 def test_outcome_upstream_error_for_a_relayed_error_status() -> None:
     trace = new_trace()
     attempt(trace, "http_status", 529)
