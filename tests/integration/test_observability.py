@@ -207,3 +207,22 @@ async def test_tokens_of_openai_and_ollama_streams_are_counted(start_proxy, upst
     assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
     assert 'llm_proxy_tokens_total{model="m",type="input"} 7.0' in scraped.text
     assert 'llm_proxy_tokens_total{model="m",type="output"} 5.0' in scraped.text
+
+
+async def test_the_audit_file_rotates_by_size_through_the_running_proxy(start_proxy, upstream, tmp_path) -> None:
+    audit = tmp_path / "requests.jsonl"
+    upstream.script = [json_reply(ANTHROPIC_MESSAGE) for _ in range(6)]
+    proxy = await proxy_for(start_proxy, upstream, {"level": "full", "file": str(audit), "max_bytes": 1024,
+                                                    "backups": 2})
+    async with httpx.AsyncClient(base_url=proxy, headers={**HEADERS, "x-request-id": "x"}) as client:
+        for number in range(6):
+            await client.post("/v1/messages", json=ASK, headers={"x-request-id": f"req-{number}"})
+    backups = [tmp_path / "requests.jsonl.1", tmp_path / "requests.jsonl.2"]
+    with trio.fail_after(5):
+        while not (audit.exists() and all(path.exists() for path in backups)
+                   and "req-5" in audit.read_text()):
+            await trio.sleep(0.02)
+    assert not (tmp_path / "requests.jsonl.3").exists()
+    kept = [json.loads(line) for path in (*reversed(backups), audit) for line in path.read_text().splitlines()]
+    ids = [record["request_id"] for record in kept]
+    assert ids == sorted(ids) and ids[-1] == "req-5" and len(ids) < 6  # the oldest were rotated away, whole
