@@ -163,6 +163,7 @@ class Observer:
             self.audit.submit(build_record(trace, level=self.config.level))
 
     def tap(self, trace: RequestTrace, *, wire: str | None) -> StreamTap:
+        """A stream's tap; `wire` None for a local answer, whose usage is then read from the client side."""
         return StreamTap(self, trace, wire=wire)
 
 
@@ -175,7 +176,8 @@ class StreamTap:
         full = observer.full_level
         self.metrics = observer.metrics
         client = trace.client_protocol or "openai"
-        self._client = StreamSummary(client, content=full) if observer.config.enabled else None
+        wanted = observer.config.enabled or wire is None  # a local stream's usage is only on the client side
+        self._client = StreamSummary(client, content=full) if wanted else None
         self._upstream = StreamSummary(wire, content=full) if wire in PROTOCOLS else None
         self._finished = False
         self.metrics.stream_started()

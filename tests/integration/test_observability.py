@@ -226,3 +226,15 @@ async def test_the_audit_file_rotates_by_size_through_the_running_proxy(start_pr
     kept = [json.loads(line) for path in (*reversed(backups), audit) for line in path.read_text().splitlines()]
     ids = [record["request_id"] for record in kept]
     assert ids == sorted(ids) and ids[-1] == "req-5" and len(ids) < 6  # the oldest were rotated away, whole
+
+
+async def test_tokens_of_a_mock_stream_are_counted_with_the_audit_log_off(start_proxy) -> None:
+    proxy = await start_proxy({"models": {"mock": model("mock")}})
+    async with httpx.AsyncClient(base_url=proxy) as client:
+        streamed = await client.post("/v1/chat/completions", json={
+            "model": "mock", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hello there"}]})
+        scraped = await client.get("/metrics")
+    usage = [json.loads(line[6:]) for line in streamed.text.splitlines()
+             if line.startswith("data: {") and '"usage":{' in line][-1]["usage"]
+    assert f'llm_proxy_tokens_total{{model="mock",type="output"}} {float(usage["completion_tokens"])}' in scraped.text
