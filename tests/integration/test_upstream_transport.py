@@ -587,3 +587,52 @@ async def test_bytes_after_a_response_are_not_taken_as_the_next_response(
     async with serve(handler_from(respond)) as server, transport_cls() as transport:
         assert await fetch(transport, origin_of(server)) == b"n1"
         assert await fetch(transport, origin_of(server)) == b"n2"
+
+
+# --- the h11 pool's own wire code on real sockets (tests/unit/test_h11_pool_wire.py has the rest) --
+
+
+async def test_pool_connections_have_tcp_nodelay() -> None:
+    # The request goes out in one write, but a stream's next request must not
+    # wait for the ACK of the last one (Nagle): trio sets TCP_NODELAY, checked here.
+    async with serve() as server, H11Pool() as pool:
+        await fetch(pool, origin_of(server))
+        (conn,) = pool._pools[(origin_of(server), True)].idle
+        assert conn.socket.getsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY) != 0
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_response_trickling_in_byte_by_byte(framing: str) -> None:
+    if framing == "chunked":
+        wire = response(200, b"", [*SSE_HEADERS, (b"transfer-encoding", b"chunked")])
+        wire += b"".join(chunk(event) for event in SSE_EVENTS) + chunk(b"")
+    else:
+        wire = response(200, COMPLETION, [(b"content-type", b"application/json")])
+
+    async def respond(conn: ServerConnection, n: int) -> bool:
+        if n == 1:
+            for i in range(len(wire)):
+                await conn.send(wire[i : i + 1])
+                await trio.sleep(0)
+        else:
+            await conn.send(wire)
+        return True
+
+    expected = b"".join(SSE_EVENTS) if framing == "chunked" else COMPLETION
+    async with serve(handler_from(respond)) as server, H11Pool() as pool:
+        assert await fetch(pool, origin_of(server)) == expected
+        assert await fetch(pool, origin_of(server)) == expected
+    assert server.connections == 1
+
+
+async def test_bytes_after_a_chunked_response_are_not_taken_as_the_next_response() -> None:
+    async def respond(conn: ServerConnection, n: int) -> bool:
+        head = response(200, b"", [(b"transfer-encoding", b"chunked")])
+        extra = response(200, b"bogus") if n == 1 else b""
+        await conn.send(head + chunk(b"n%d" % n) + chunk(b"") + extra)
+        return True
+
+    async with serve(handler_from(respond)) as server, H11Pool() as pool:
+        assert await fetch(pool, origin_of(server)) == b"n1"
+        assert await fetch(pool, origin_of(server)) == b"n2"
+    assert server.connections == 2
