@@ -25,7 +25,7 @@ from .load import load_tool
 from .procs import Supervisor, cmdline, install_signal_handlers
 from .report import machine, render
 from .runner import Bench, Settings, run_scenario
-from .scenarios import SCENARIOS, audit_supported
+from .scenarios import SCENARIOS
 
 __all__ = ["main"]
 
@@ -159,9 +159,6 @@ def _run(args: argparse.Namespace, report: dict[str, Any], settings: Settings, p
 
 
 def _one(bench: Bench, name: str, report: dict[str, Any]) -> None:
-    if name == "audit-full" and not audit_supported():
-        report["notes"].append("audit-full skipped: core/config.py has no logging.requests yet")
-        return
     if name == "nginx-floor" and nginx_binary() is None:
         return
     _say(f"== {name}: {SCENARIOS[name].summary}")

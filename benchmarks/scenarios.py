@@ -21,7 +21,7 @@ import attrs
 
 from .payloads import anthropic_request, openai_request
 
-__all__ = ["SCENARIOS", "LoadSpec", "Scenario", "StreamSpec", "audit_supported"]
+__all__ = ["SCENARIOS", "LoadSpec", "Scenario", "StreamSpec"]
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -141,12 +141,3 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
-
-
-def audit_supported() -> bool:
-    """Whether core/config.py has ``logging.requests`` yet (the audit-full scenario needs it)."""
-    try:
-        from core.config_schema import LoggingConfig
-    except ImportError:
-        return False
-    return "requests" in attrs.fields_dict(LoggingConfig)
