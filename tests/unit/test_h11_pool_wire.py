@@ -1,13 +1,14 @@
 """`H11Pool` on the wire, without sockets: its own HTTP/1.1 fast path checked against h11.
 
 The pool writes request heads itself and parses plain response heads and
-bodies itself, handing everything else to h11 (see its module docstring).  The
-promise is that nobody can tell: for any response, cut into any pieces, the
-pool gives the status, headers, body and keep-alive verdict that h11 gives, and
-fails where h11 fails (while reading the head, or the body).  These tests drive
-the real `H11Pool` over a scripted in-memory connection and compare it with a
-plain h11 client fed the same pieces: every input whole, one byte at a time,
-split at every byte, and hypothesis-generated, plain and odd.
+bodies itself (that wire code lives in core/http1.py), handing everything else
+to h11 (see that module's docstring).  The promise is that nobody can tell: for
+any response, cut into any pieces, the pool gives the status, headers, body and
+keep-alive verdict that h11 gives, and fails where h11 fails (while reading the
+head, or the body).  These tests drive the real `H11Pool` over a scripted
+in-memory connection and compare it with a plain h11 client fed the same
+pieces: every input whole, one byte at a time, split at every byte, and
+hypothesis-generated, plain and odd.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core import http1
 from io_trio.upstream import H11Pool, Origin, UpstreamProtocolError
 from io_trio.upstream import h11_pool
 
@@ -337,7 +339,7 @@ def test_request_headers_are_refused_exactly_when_h11_refuses_them(name: bytes, 
     except h11.LocalProtocolError:
         h11_accepts = False
     try:
-        h11_pool._encode_request(b"POST", b"/", b"host: h\r\n", [(name, value)], b"", {})
+        http1.encode_request(b"POST", b"/", b"host: h\r\n", [(name, value)], b"", {})
         pool_accepts = True
     except ValueError:
         pool_accepts = False
