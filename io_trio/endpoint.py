@@ -184,12 +184,12 @@ class ProxyEndpoint:
             headers.append(("content-length", str(len(body))))
         started[0] = True
         await send({"type": "http.response.start", "status": reply.status, "headers": _encode(headers)})
-        if reply.stream is None:
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        async for piece in reply.stream:
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        if reply.stream is not None:
+            async for piece in reply.stream:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        # The last message is never cancelled half-way: see `io_trio.gate._finishing`.
+        with trio.CancelScope(shield=True):
+            await send({"type": "http.response.body", "body": body or b""})
 
 
 async def _forward(snapshot: Snapshot, who: Client, client: ClientProtocol, count_tokens: bool, raw: bytes,

@@ -175,6 +175,7 @@ class Gate:
         request_id = sanitize_request_id(_header(headers, b"x-request-id")) or self.state.token()
         scope[REQUEST_ID_KEY] = request_id
         set_request_id(request_id)  # this task serves this one request: every log line carries the id
+        plain = send  # for the endpoint, which shields its own last message (one wrapper less per event)
         send = _finishing(send)
         origin = _header(headers, b"origin")
         cors = snapshot.config.server.cors
@@ -182,7 +183,8 @@ class Gate:
             if cors is not None and scope["method"] == "OPTIONS" and _header(headers, b"access-control-request-method"):
                 await self._preflight(scope, send, origin, headers)
                 return
-            send = _with_cors(send, _encode(cors.response_headers(origin)) if cors is not None else [])
+            allowed = _encode(cors.response_headers(origin)) if cors is not None else []
+            send, plain = _with_cors(send, allowed), _with_cors(plain, allowed)
         too_big = _header_problem(headers, snapshot.config.server.max_header_bytes)
         if too_big is not None:
             await self._refuse(scope, send, too_big, [])
@@ -190,10 +192,10 @@ class Gate:
         if scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, _with_request_id(send, request_id.encode()))
             return
-        await self._admit(snapshot, scope, receive, send, origin)
+        await self._admit(snapshot, scope, receive, send, origin, plain)
 
     async def _admit(self, snapshot: Snapshot, scope: Scope, receive: Receive, send: Send,
-                     origin: str | None) -> None:
+                     origin: str | None, plain: Send) -> None:
         verdict = self._authenticate(snapshot, scope, origin)
         if isinstance(verdict, ProxyError):
             extra = _WWW_AUTHENTICATE if verdict.status == 401 else []
@@ -216,7 +218,7 @@ class Gate:
             if route is None:
                 await self.app(scope, receive, _with_request_id(send, scope[REQUEST_ID_KEY].encode()))
                 return
-            await self.endpoint(scope, receive, send, snapshot=snapshot, request_id=scope[REQUEST_ID_KEY],
+            await self.endpoint(scope, receive, plain, snapshot=snapshot, request_id=scope[REQUEST_ID_KEY],
                                 who=verdict, client=route[0], count_tokens=route[1])
         finally:
             concurrency.release()
