@@ -108,7 +108,7 @@ async def _reply(send: Send, scope: Scope, status: int, headers: list[tuple[str,
         body = b""
     # RFC 9110 §8.6: no Content-Length in a 204.
     head = headers if status == 204 else [("content-length", str(len(body))), *headers]
-    head.append(("x-request-id", scope[REQUEST_ID_KEY]))
+    head = [*head, ("x-request-id", scope[REQUEST_ID_KEY])]
     await send({"type": "http.response.start", "status": status, "headers": _encode(head)})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
