@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException
 from core.config import Config, ConfigError
 from core.errors import ProxyError
 from core.exchange import ClientProtocol, dumps, error_body
-from core.models_list import anthropic_models_list, openai_models_list
+from core.models_list import anthropic_model, anthropic_models_list, openai_model, openai_models_list
 
 from .gate import SNAPSHOT_KEY, Gate, client_of, protocol_of
 from .loading import config_error_text, load_config_file
@@ -92,6 +92,20 @@ def create_app(config: Config, *, bind_host: str | None = None) -> QuartTrio:
         if "anthropic-version" in request.headers or "x-api-key" in request.headers:
             return Response(dumps(anthropic_models_list(names)), content_type=JSON)
         return Response(dumps(openai_models_list(names, created=int(time.time()))), content_type=JSON)
+
+    @app.get("/v1/models/<path:model_id>")
+    @app.get("/models/<path:model_id>")
+    async def model(model_id: str) -> Response:
+        anthropic = "anthropic-version" in request.headers or "x-api-key" in request.headers
+        client = client_of(request.scope)
+        if snapshot().config.router.route(model_id) is None or not client.may_use(model_id):
+            err = ProxyError(404, f"The model {model_id!r} is not served by this proxy; GET /v1/models lists "
+                                  "the models it serves", type="not_found_error", param="model",
+                             code="model_not_found")
+            return error_response(ClientProtocol.ANTHROPIC if anthropic else ClientProtocol.OPENAI, err)
+        if anthropic:
+            return Response(dumps(anthropic_model(model_id)), content_type=JSON)
+        return Response(dumps(openai_model(model_id, created=int(time.time()))), content_type=JSON)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -820,6 +820,15 @@ async def test_models_list_in_anthropic_shape(start_proxy, upstream):
     assert r.json()["first_id"] == "claude-on-gpt"
 
 
+async def test_one_model_is_retrievable_in_anthropic_shape(start_proxy, upstream):
+    proxy = await proxy_for(start_proxy, upstream)
+    found = await in_thread(lambda: client(proxy).models.retrieve("sonnet"))
+    assert (found.id, found.type) == ("sonnet", "model")
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        await in_thread(lambda: client(proxy).models.retrieve("claude-unknown-9"))
+    assert caught.value.body["error"]["type"] == "not_found_error"
+
+
 @pytest.mark.parametrize("body", [
     pytest.param(b"{\"model\": \"sonnet\", \"messages\": [", id="malformed-json"),
     pytest.param(b'{"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}', id="no-model"),

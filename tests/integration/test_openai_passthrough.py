@@ -200,6 +200,16 @@ async def test_stream_request_with_upstream_error_gets_a_json_error(start_proxy,
     assert caught.value.body["message"] == "bad things"
 
 
+async def test_one_model_is_retrievable_and_an_unknown_one_is_a_404(start_proxy, upstream):
+    proxy = await openai_proxy(start_proxy, upstream)
+    found = await in_thread(lambda: client(proxy).models.retrieve("gpt-4o-mini"))
+    assert (found.id, found.object, found.owned_by) == ("gpt-4o-mini", "model", "llm-proxy")
+    with pytest.raises(openai.NotFoundError) as caught:
+        await in_thread(lambda: client(proxy).models.retrieve("gpt-9"))
+    assert "gpt-9" in caught.value.message
+    assert upstream.requests == []
+
+
 async def test_unknown_model_is_a_404_pointing_to_the_models_list(start_proxy, upstream):
     proxy = await openai_proxy(start_proxy, upstream)
     with pytest.raises(openai.NotFoundError) as caught:
