@@ -66,6 +66,21 @@ class ClientGone(Exception):
     """The client disconnected before its request was complete."""
 
 
+class _Run:
+    """What one request's handler has done so far, for its ``finally``."""
+
+    __slots__ = ("client", "crashed", "done", "reply", "started", "trace", "watch")
+
+    def __init__(self, trace: Any, client: ClientProtocol) -> None:
+        self.trace = trace
+        self.client = client
+        self.watch = _Watch()
+        self.reply: Reply | None = None
+        self.started = False  # the response head went out
+        self.done = False  # the whole response went out
+        self.crashed = False
+
+
 class _Watch:
     """Cancels `scope` when the client disconnects (the sibling task of step 3)."""
 
@@ -131,38 +146,39 @@ class ProxyEndpoint:
         trace = observe.begin(request_id=request_id, method="POST", path=scope["path"],
                               client_ip=peer[0] if peer else None, headers=headers)
         trace.client_protocol = client.value
-        watch = _Watch()
-        started: list[bool] = [False]  # whether the response head went out
-        reply: Reply | None = None
-        crashed = done = False
+        run = _Run(trace, client)
         try:
-            try:
-                raw = await _read_body(receive, headers, snapshot.config.server.max_body_bytes)
-            except ProxyError as err:
-                reply = error_reply(client, err)
-                await self._write(send, reply, trace, started)
-                return
-            observe.request_body(trace, headers, raw)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch.run, receive, nursery.cancel_scope)
-                reply = await self._reply(snapshot, who, client, count_tokens, raw, headers, trace)
-                await self._write(send, reply, trace, started)
-                done = True  # hypercorn reports a disconnect once the response is over: not a client gone
-                nursery.cancel_scope.cancel()
+            await self._serve(run, receive, send, snapshot, who, count_tokens, headers)
         except ClientGone:
-            watch.gone = True
+            run.watch.gone = True
         except Exception as exc:  # a bug: log it whole, answer 500 if the head has not gone out
-            crashed = True
+            run.crashed = True
             if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
                 exc = exc.exceptions[0]  # the nursery's wrapping of the one error
             log.error("unexpected error serving POST %s: %s", scope["path"], type(exc).__name__, exc_info=exc)
-            if not started[0] and not watch.gone:
+            if not run.started and not run.watch.gone:
                 err = ProxyError(500, "internal error in the proxy (see its log)", type="api_error")
-                await self._write(send, error_reply(client, err), trace, started)
+                await self._write(send, error_reply(client, err), run)
         finally:
-            if reply is not None and reply.stream is not None:
-                await reply.stream.aclose()  # releases the upstream; completes the trace if it was not yet
-            observe.complete(trace, client_gone=watch.gone and not done, crashed=crashed)
+            if run.reply is not None and run.reply.stream is not None:
+                await run.reply.stream.aclose()  # releases the upstream; completes the trace if it was not yet
+            observe.complete(trace, client_gone=run.watch.gone and not run.done, crashed=run.crashed)
+
+    async def _serve(self, run: _Run, receive: Receive, send: Send, snapshot: Snapshot, who: Client,
+                     count_tokens: bool, headers: list[tuple[str, str]]) -> None:
+        try:
+            raw = await _read_body(receive, headers, snapshot.config.server.max_body_bytes)
+        except ProxyError as err:
+            run.reply = error_reply(run.client, err)
+            await self._write(send, run.reply, run)
+            return
+        self.state.observe.request_body(run.trace, headers, raw)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run.watch.run, receive, nursery.cancel_scope)
+            run.reply = await self._reply(snapshot, who, run.client, count_tokens, raw, headers, run.trace)
+            await self._write(send, run.reply, run)
+            run.done = True  # hypercorn reports a disconnect once the response is over: not a client gone
+            nursery.cancel_scope.cancel()
 
     async def _reply(self, snapshot: Snapshot, who: Client, client: ClientProtocol, count_tokens: bool,
                      raw: bytes, headers: list[tuple[str, str]], trace: Any) -> Reply:
@@ -177,12 +193,12 @@ class ProxyEndpoint:
         reply.headers.extend(retry_after_headers(1))
         return reply
 
-    async def _write(self, send: Send, reply: Reply, trace: Any, started: list[bool]) -> None:
+    async def _write(self, send: Send, reply: Reply, run: _Run) -> None:
         body = None if reply.stream is not None else reply.body
-        headers = self.state.observe.responded(trace, reply.status, reply.headers, body, reply.error)
+        headers = self.state.observe.responded(run.trace, reply.status, reply.headers, body, reply.error)
         if body is not None:
             headers.append(("content-length", str(len(body))))
-        started[0] = True
+        run.started = True
         await send({"type": "http.response.start", "status": reply.status, "headers": _encode(headers)})
         if reply.stream is not None:
             async for piece in reply.stream:
