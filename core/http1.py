@@ -307,13 +307,12 @@ class BodyDecoder(Protocol):
     def next(self) -> bytes | None: ...
 
 
-class LengthBodyDecoder:
-    """A `BodyDecoder` for ``content-length`` bytes (RFC 9112 §6.2); hands out read buffers uncopied."""
+class _Buffered:
+    """What the two fast-path decoders share: unread bytes, EOF, and the reuse flags."""
 
-    __slots__ = ("_buf", "_eof", "_length", "_remaining", "done", "keep_alive", "reusable")
+    __slots__ = ("_buf", "_eof", "done", "keep_alive", "reusable")
 
-    def __init__(self, length: int, rest: bytes, keep_alive: bool) -> None:
-        self._length = self._remaining = length
+    def __init__(self, rest: bytes, keep_alive: bool) -> None:
         self._buf = rest
         self._eof = False
         self.keep_alive = keep_alive
@@ -325,6 +324,16 @@ class LengthBodyDecoder:
             self._buf = self._buf + data if self._buf else data
         else:
             self._eof = True
+
+
+class LengthBodyDecoder(_Buffered):
+    """A `BodyDecoder` for ``content-length`` bytes (RFC 9112 §6.2); hands out read buffers uncopied."""
+
+    __slots__ = ("_length", "_remaining")
+
+    def __init__(self, length: int, rest: bytes, keep_alive: bool) -> None:
+        super().__init__(rest, keep_alive)
+        self._length = self._remaining = length
 
     def next(self) -> bytes | None:
         buf, remaining = self._buf, self._remaining
@@ -346,30 +355,20 @@ class LengthBodyDecoder:
         return None
 
 
-class ChunkedBodyDecoder:
+class ChunkedBodyDecoder(_Buffered):
     """A `BodyDecoder` for chunked bodies (RFC 9112 §7.1), as h11's ChunkedReader; trailers are dropped.
 
     ``_left`` is what remains of the current chunk's data (0: a chunk header is
     next), ``_footer`` the part of the CRLF after a chunk's data still expected.
     """
 
-    __slots__ = ("_buf", "_eof", "_footer", "_left", "_trailer", "done", "keep_alive", "reusable")
+    __slots__ = ("_footer", "_left", "_trailer")
 
     def __init__(self, rest: bytes, keep_alive: bool) -> None:
-        self._buf = rest
-        self._eof = False
+        super().__init__(rest, keep_alive)
         self._left = 0
         self._footer = b""
         self._trailer = False
-        self.keep_alive = keep_alive
-        self.done = False
-        self.reusable = False
-
-    def feed(self, data: bytes) -> None:
-        if data:
-            self._buf = self._buf + data if self._buf else data
-        else:
-            self._eof = True
 
     def next(self) -> bytes | None:
         if self.done:

@@ -53,6 +53,7 @@ __all__ = [
     "Usage",
     "summarize_response",
     "usage_from_anthropic",
+    "usage_in_body",
     "usage_from_ollama",
     "usage_from_openai",
 ]
@@ -410,6 +411,32 @@ class StreamSummary:
     def _normalized_usage(self) -> Usage:
         parse = {"openai": usage_from_openai, "anthropic": usage_from_anthropic, "ollama": usage_from_ollama}
         return parse[self.protocol](self._usage) or Usage()
+
+
+_USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
+_DECODER = json.JSONDecoder()
+
+
+def usage_in_body(protocol: Protocol, body: bytes) -> Usage | None:
+    """The ``usage`` of a whole OpenAI or Anthropic response body, without parsing the rest of it.
+
+    For the token metrics of every successful response: a full parse would
+    read the whole body a second time (a pass-through body is never parsed).
+    Both vendors put ``usage`` at the top level; the last ``"usage":`` key in
+    the bytes is taken (a ``"usage"`` inside a string is escaped, so it does
+    not match).  None when there is none or it does not read as usage: the
+    caller then parses the whole body.
+    """
+    start = body.rfind(b'"usage"')
+    found = _USAGE_KEY.match(body, start) if start >= 0 else None
+    if found is None:
+        return None
+    try:
+        value, _ = _DECODER.raw_decode(body[found.end():].decode("utf-8"))
+    except ValueError:
+        return None
+    usage = usage_from_anthropic(value) if protocol == "anthropic" else usage_from_openai(value)
+    return usage if usage is not None and usage.known else None
 
 
 def summarize_response(protocol: Protocol, body: Any) -> ResponseSummary:

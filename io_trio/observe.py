@@ -24,7 +24,7 @@ from core.audit import RequestTrace, access_line, build_record
 from core.config import Config, secrets
 from core.redact import Redactor
 from core.sse import ServerSentEvent
-from core.stream_summary import PROTOCOLS, StreamSummary, summarize_response
+from core.stream_summary import PROTOCOLS, ResponseSummary, StreamSummary, summarize_response, usage_in_body
 
 from .audit_writer import AuditWriter, open_audit_writer
 from .logs_context import install
@@ -139,6 +139,11 @@ class Observer:
         return headers
 
     def _whole_body(self, trace: RequestTrace, status: int, body: bytes) -> None:
+        if status < 400:  # only the usage is needed: read just that, not the whole body again
+            usage = usage_in_body(trace.client_protocol or "openai", body)
+            if usage is not None:
+                trace.summary = ResponseSummary(usage=usage, complete=True)
+                return
         try:
             parsed: Any = json.loads(body)
         except ValueError:

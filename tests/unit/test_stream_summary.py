@@ -20,6 +20,7 @@ from core.stream_summary import (
     summarize_response,
     usage_from_anthropic,
     usage_from_openai,
+    usage_in_body,
 )
 from core.transforms import EMPTY_TRANSFORMS
 from core.translate.anthropic_backend import AnthropicToOpenAIStream
@@ -251,3 +252,36 @@ def test_nonsense_usage_values_are_ignored() -> None:
 def test_summary_as_dict_is_json() -> None:
     result = summarize("openai", wire("openai", [{"choices": [{"index": 0, "delta": {"content": "x"}}]}]))
     assert json.loads(json.dumps(result.as_dict()))["text"] == "x"
+
+
+# -- usage of a whole body, without parsing it all ---------------------------------------------------
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+_COUNT = st.integers(min_value=0, max_value=10**6)
+
+
+@settings(max_examples=150)
+@given(text=_TEXT, prompt=_COUNT, completion=_COUNT, usage_first=st.booleans(), spaced=st.booleans())
+def test_usage_in_an_openai_body_agrees_with_the_full_parse(text, prompt, completion, usage_first, spaced):
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+             "prompt_tokens_details": {"cached_tokens": 3}}
+    rest = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": f'{text} "usage": {{"prompt_tokens": 999}}'}}]}
+    body = {"usage": usage, **rest} if usage_first else {**rest, "usage": usage}
+    raw = json.dumps(body, separators=None if spaced else (",", ":"), ensure_ascii=False).encode()
+    assert usage_in_body("openai", raw) == summarize_response("openai", json.loads(raw)).usage
+
+
+@given(text=_TEXT, fresh=_COUNT, read=_COUNT, output=_COUNT)
+def test_usage_in_an_anthropic_body_agrees_with_the_full_parse(text, fresh, read, output):
+    body = {"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": fresh, "cache_read_input_tokens": read,
+                                                 "cache_creation_input_tokens": 0, "output_tokens": output}}
+    raw = json.dumps(body).encode()
+    assert usage_in_body("anthropic", raw) == summarize_response("anthropic", body).usage
+
+
+@pytest.mark.parametrize("raw", [b'{"id":"c1","choices":[]}', b'{"usage":null}', b'{"usage":{"x":1}}',
+                                 b'{"usage":{"prompt_tokens":1', b"not json", b""])
+def test_no_readable_usage_means_none_so_the_caller_parses_the_whole_body(raw):
+    assert usage_in_body("openai", raw) is None
