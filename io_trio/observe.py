@@ -3,8 +3,8 @@
 Theory of operation: the app builds an `Observer` with its config (redactor,
 metrics registry, audit config) and starts it with the serving nursery (the
 audit writer's drain task).  Each proxied request gets a trace from `begin`;
-the `Forwarder` reports attempts into it; the app reports the response
-(`responded`); and exactly one `complete` call ends it, from the view for a
+the `Forwarder` reports attempts into it; `io_trio.endpoint` reports the response
+(`responded`); and exactly one `complete` call ends it, from the endpoint for a
 whole response or from the stream's `StreamTap` when a streamed body ends (or
 the client leaves).  `complete` feeds the metrics, writes the one access log
 line and queues the audit record; it never raises and never waits.
@@ -173,7 +173,7 @@ class Observer:
 
 
 class StreamTap:
-    """Watches a streamed body: upstream bytes (usage), client bytes (the log), and its end."""
+    """Watches a streamed body: upstream events (usage), client bytes (the log), and its end."""
 
     def __init__(self, observer: Observer, trace: RequestTrace, *, wire: str | None) -> None:
         self.observer = observer

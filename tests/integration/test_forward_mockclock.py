@@ -1,6 +1,6 @@
 """The Forwarder's retries, timeouts, fallbacks and cancellation, on a mock clock.
 
-Each test drives the real Quart app (its gate included) through one direct
+Each test drives the real app (its gate included) through one direct
 ASGI call, as hypercorn would make it, with the upstream transport replaced by
 a `ScriptedTransport`.  Nothing touches a socket, and under
 ``MockClock(autojump_threshold=0)`` every sleep ends the moment nothing else
@@ -157,7 +157,7 @@ async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PA
             saw.headers = {k.decode(): v.decode() for k, v in message["headers"]}
             if leave_on_head:
                 gone.set()
-                await trio.sleep(0.001)  # let Quart-Trio see the disconnect and cancel the handler
+                await trio.sleep(0.001)  # let the endpoint see the disconnect and cancel the handler
             return
         saw.pieces.append((now, message.get("body", b"")))
         if not message.get("more_body", False):
@@ -499,11 +499,10 @@ async def test_a_client_leaving_mid_stream_releases_the_upstream_at_once(autojum
 async def test_a_client_leaving_as_the_stream_starts_releases_the_upstream(autojump_clock: MockClock) -> None:
     """The race between the first upstream event and writing the response head.
 
-    The handler has returned its streaming response and Quart-Trio, cancelled
-    before it entered the body, never closes it: the gate does
-    (`io_trio.gate.close_when_done`), and closing the body must release the
-    upstream although its iteration never started.  Otherwise the upstream
-    connection and its pool slot leak.
+    The endpoint has its streaming reply and is cancelled (the client left)
+    while writing the head, before it iterated the body: its ``finally`` closes
+    the body, which must release the upstream although its iteration never
+    started.  Otherwise the upstream connection and its pool slot leak.
     """
     app, up = make_proxy({"m": openai_model()}, {"up.test": [sse_reply(OPENAI_EVENTS[:2], then=[STALL])]})
     saw = await post(app, chat(stream=True), leave_on_head=True)
