@@ -158,10 +158,18 @@ class DefaultApp:
 
     def __init__(self) -> None:
         self._app: QuartTrio | None = None
+        self._adopted = False  # hypercorn's own loggers write through ours (io_trio.logs)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self._app is None:
             self._app = _load_default_app()
+        elif not self._adopted and scope["type"] == "http":
+            # Hypercorn set its loggers up after the app's start-up: the first request is the first
+            # moment they exist.
+            from .logs import adopt_server_loggers
+
+            adopt_server_loggers()
+            self._adopted = True
         await self._app(scope, receive, send)
 
 

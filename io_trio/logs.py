@@ -31,9 +31,11 @@ from typing import Any
 from core.config_schema import LoggingConfig
 from core.redact import Redactor
 
-from .logs_context import PRETTY_FORMAT, RedactingFormatter, RequestIdFilter
+from .logs_context import PRETTY_FORMAT, RedactingFormatter, RequestIdFilter, install
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["SERVER_LOGGERS", "JsonFormatter", "adopt_server_loggers", "configure_logging"]
+
+SERVER_LOGGERS = ("hypercorn.error", "hypercorn.access")
 
 # Loggers whose level ``logging.loggers`` set -> the level each had before that.
 _original_levels: dict[str, int] = {}
@@ -75,10 +77,10 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(config: LoggingConfig) -> None:
     """Send every log line to stderr in `config.format`, at `config.level` and the per-logger levels."""
-    # The documented ways to make a log call cheaper: our formats show no caller, thread or
-    # process, so the logging module need not look them up for every record.
+    # The documented way to make a log call cheaper: no format of ours shows the caller, so the
+    # logging module need not walk the stack for every record (a format that asks gets
+    # "(unknown file)").  Thread and process fields stay: hypercorn's own format prints %(process)d.
     logging._srcfile = None  # type: ignore[attr-defined]
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     # Only our own previous handler counts: another's (a test runner's, an embedder's) may have
     # been wrapped with the secrets of some other app in the same process.
@@ -87,6 +89,28 @@ def configure_logging(config: LoggingConfig) -> None:
     _ours[:] = [handler]
     root.setLevel(config.level.upper())
     _set_logger_levels(config.loggers)
+
+
+def adopt_server_loggers(names: Iterable[str] = SERVER_LOGGERS) -> None:
+    """Make the server's own loggers write like ours: once, in our format, redacted.
+
+    Under ``hypercorn -k trio io_trio.app:app`` hypercorn gives ``hypercorn.error``
+    a stderr handler of its own once the app has started (after
+    `configure_logging`): each of its lines then came out twice, once unredacted
+    in hypercorn's format.  A plain stderr handler is removed (its records reach
+    our root handler, also on stderr); any other (``--error-logfile F``,
+    ``--access-logfile -``) keeps writing where it writes, redacted with every
+    secret our handler knows.
+    """
+    redactor = _installed_redactor(_ours)
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
+                logger.removeHandler(handler)
+                logger.propagate = True
+        if redactor is not None:
+            install(redactor, logger)
 
 
 def _handler(fmt: str, *, redactor: Redactor | None) -> logging.Handler:

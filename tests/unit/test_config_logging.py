@@ -311,3 +311,61 @@ def test_redaction_survives_a_reload_that_rebuilds_the_handler(fmt: str, restore
     assert "sk-old-secret" not in out and "sk-new-secret" not in out
     assert out.count("[redacted]") == 3
     assert len(logging.getLogger().handlers) == 1
+
+
+# -- hypercorn's own loggers ----------------------------------------------------------------
+
+
+@pytest.fixture
+def hypercorn_loggers() -> Iterator[None]:
+    """Hypercorn's loggers as its CLI leaves them; put back as they were afterwards."""
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
+             for name in ("hypercorn.error", "hypercorn.access")}
+    try:
+        yield
+    finally:
+        for name, (handlers, propagate) in saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).propagate = propagate
+
+
+def test_hypercorns_error_log_comes_out_once_in_our_format_and_redacted(
+        restore_logging: None, hypercorn_loggers: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.logging import Logger as HypercornLogger
+
+    from io_trio.logs import adopt_server_loggers
+
+    configure_logging(LoggingConfig(level="info", format="json"))
+    install(Redactor(secrets={"sk-configured-secret-0001"}))
+    # What `hypercorn -k trio io_trio.app:app` does after the app started: its own stderr handler,
+    # in a format that prints the process id (which our logging set-up must keep filling in).
+    server = HypercornConfig()
+    server.accesslog = str(tmp_path / "access.log")
+    HypercornLogger(server)
+    adopt_server_loggers()
+    logging.getLogger("hypercorn.error").error("Error in ASGI Framework: key sk-configured-secret-0001")
+    logging.getLogger("hypercorn.access").info("POST /v1/x?key=%s 200", "sk-configured-secret-0001")
+    err = capsys.readouterr().err
+    assert "Logging error" not in err
+    (line,) = err.splitlines()  # once, through our handler
+    record = json.loads(line)
+    assert (record["logger"], record["message"]) == ("hypercorn.error", "Error in ASGI Framework: key [redacted]")
+    for handler in logging.getLogger("hypercorn.access").handlers:
+        handler.flush()
+    assert (tmp_path / "access.log").read_text().strip().endswith("POST /v1/x?key=[redacted] 200")
+
+
+def test_other_formats_still_get_the_process_id(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(LoggingConfig(level="info"))
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(process)d] [%(threadName)s] %(message)s"))
+    logger = logging.getLogger("some.library")
+    logger.addHandler(handler)
+    try:
+        logger.warning("hello")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err
+    assert re.search(r"^\[\d+\] \[MainThread\] hello$", err, re.MULTILINE)
