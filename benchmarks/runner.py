@@ -20,6 +20,7 @@ import http.client
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ from .stream_client import StreamRun, run_streams
 __all__ = ["Bench", "Settings", "Target", "direct_load", "proxied_load", "run_scenario", "start_proxy"]
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Group|Exit|Interrupt|Cancelled)\b.*")
 MIB = 1024.0
 
 
@@ -97,7 +100,9 @@ def start_proxy(bench: Bench, scenario: Scenario) -> Target:
     env = {**_base_env(), "LLM_PROXY_CONFIG": str(scenario.config),
            "BENCH_FAKE_URL": f"http://127.0.0.1:{bench.fakes.json_port}",
            "BENCH_SSE_URL": f"http://127.0.0.1:{bench.fakes.sse_port}",
-           "BENCH_AUDIT_DIR": str(bench.workdir / "audit")}
+           "BENCH_AUDIT_DIR": str(bench.workdir / "audit"),
+           # the asgi-ceiling app makes its streams itself, like the SSE fake
+           "BENCH_CHUNKS": str(bench.settings.chunks), "BENCH_DELAY_MS": str(bench.settings.delay_ms)}
     argv = [sys.executable, "-m", "hypercorn", "-k", "trio", "-w", "1", "--bind", f"127.0.0.1:{port}",
             scenario.app or bench.settings.app]
     if bench.settings.launcher == "cli" and scenario.app is None:
@@ -314,7 +319,13 @@ def _log_problems(target: Target) -> list[str]:
     if not bad:
         return []
     sample = "; ".join(sorted(set(line[:200] for line in bad))[:3])
-    return [f"the proxy log has {len(bad)} error/warning line(s), e.g.: {sample}"]
+    # A traceback's first line says nothing: name the exceptions, and keep the log for reading.
+    raised = sorted({line.strip()[:200] for line in lines if _EXCEPTION_LINE.match(line)})
+    kept = RESULTS / f"proxy-log-{time.strftime('%Y%m%d-%H%M%S')}-{target.log_path.name}"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(target.log_path.read_text(errors="replace"))
+    return [f"the proxy log has {len(bad)} error/warning line(s), e.g.: {sample}"
+            + (f"; exceptions: {'; '.join(raised[:3])}" if raised else "") + f" (log kept as {kept})"]
 
 
 def run_scenario(bench: Bench, scenario: Scenario) -> dict[str, Any]:

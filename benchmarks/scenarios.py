@@ -11,6 +11,9 @@ upstream's protocol, so the difference is what the proxy adds.
 like our proxy, the floor the peers were compared with (performance-notes.md).
 ``quart-ceiling`` is the other calibration: quart-trio under hypercorn
 answering by itself, what the framework costs before any proxying.
+``asgi-ceiling`` is the same without Quart, as the proxy's POST routes are
+served: what hypercorn, h11 and trio cost per request and per streamed event
+(its streams are made by the app itself, stamped like the SSE fake's).
 """
 
 from __future__ import annotations
@@ -138,6 +141,11 @@ SCENARIOS: dict[str, Scenario] = {
             "quart-ceiling", "calibration: quart-trio answering by itself, no upstream (the framework's cost)",
             CONFIGS / "openai-passthrough.yaml", loads=(_PASSTHROUGH_LOAD,), memory=False,
             app="benchmarks.ceiling_app:app",
+        ),
+        Scenario(
+            "asgi-ceiling", "calibration: raw ASGI under hypercorn answering and streaming by itself (the server's cost)",
+            CONFIGS / "openai-passthrough.yaml", loads=(_PASSTHROUGH_LOAD,), streams=(_PASSTHROUGH_STREAM,),
+            memory=False, app="benchmarks.asgi_ceiling_app:app",
         ),
     )
 }
