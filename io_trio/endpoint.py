@@ -60,7 +60,6 @@ ROUTES: dict[str, tuple[ClientProtocol, bool]] = {
 """POST path -> (the client's protocol, whether it is a token count)."""
 
 BODY_TIMEOUT_SECONDS = 300.0  # a client that takes longer to send its body is holding a slot for nothing
-WATCH_GRACE_SECONDS = 0.05  # after the response, how long the disconnect watcher may take to notice it
 
 
 class ClientGone(Exception):
@@ -83,18 +82,16 @@ class _Run:
 
 
 class _Watch:
-    """Cancels `scope` when the client disconnects before the response is over (step 3)."""
+    """Cancels `scope` when the client disconnects (the sibling task of step 3)."""
 
     def __init__(self) -> None:
         self.gone = False
-        self.over = False  # the whole response went out: the disconnect that follows is its end
 
     async def run(self, receive: Receive, scope: trio.CancelScope) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        if not self.over:
-            self.gone = True
-            scope.cancel()
+        self.gone = True
+        scope.cancel()
 
 
 def _declared_length(headers: list[tuple[str, str]]) -> int | None:
@@ -180,12 +177,8 @@ class ProxyEndpoint:
             nursery.start_soon(run.watch.run, receive, nursery.cancel_scope)
             run.reply = await self._reply(snapshot, who, run.client, count_tokens, raw, headers, run.trace)
             await self._write(send, run.reply, run)
-            run.done = run.watch.over = True
-            # The watcher ends by itself: once the response is sent, `receive` gives http.disconnect
-            # (ASGI spec; hypercorn does it within our last send).  Cancelling it instead throws an
-            # exception through its frames, one of the costliest steps of a whole request.  The
-            # deadline only matters under a server that leaves a pending `receive` waiting.
-            nursery.cancel_scope.deadline = trio.current_time() + WATCH_GRACE_SECONDS
+            run.done = True  # hypercorn reports a disconnect once the response is over: not a client gone
+            nursery.cancel_scope.cancel()
 
     async def _reply(self, snapshot: Snapshot, who: Client, client: ClientProtocol, count_tokens: bool,
                      raw: bytes, headers: list[tuple[str, str]], trace: Any) -> Reply:

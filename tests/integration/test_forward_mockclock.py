@@ -14,7 +14,6 @@ got, and what each upstream saw and when.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from trio.testing import MockClock
 
 from core.config import load_config
 from io_trio.app import ProxyState, create_app
-from io_trio.endpoint import WATCH_GRACE_SECONDS
 from tests.support.samples import ANTHROPIC_EVENTS, ANTHROPIC_MESSAGE, COMPLETION, OPENAI_EVENTS, chunk
 from tests.support.scripted_transport import (
     CUT,
@@ -127,15 +125,13 @@ class ClientSaw:
 
 async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PATH,
                leave_at: float | None = None, leave_after_pieces: int | None = None,
-               leave_on_head: bool = False, disconnect_after_response: bool = True) -> ClientSaw:
+               leave_on_head: bool = False) -> ClientSaw:
     """One request through the app's ASGI interface, as hypercorn makes it.
 
     ``leave_at`` / ``leave_after_pieces``: the client disconnects at that time,
     or once it has received that many non-empty body pieces.  ``leave_on_head``:
     it disconnects while the response head is being written, and the write is a
     checkpoint (hypercorn's is: it takes a lock), where the cancellation lands.
-    ``disconnect_after_response=False``: unlike hypercorn, a pending ``receive``
-    is not told that the response is over.
     """
     saw = ClientSaw()
     gone = trio.Event()
@@ -166,8 +162,6 @@ async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PA
         saw.pieces.append((now, message.get("body", b"")))
         if not message.get("more_body", False):
             saw.ended = now
-            if disconnect_after_response:
-                gone.set()  # as hypercorn does: once the response is over, a pending receive gets http.disconnect
         if leave_after_pieces is not None and len(saw.event_times()) >= leave_after_pieces:
             gone.set()
 
@@ -500,22 +494,6 @@ async def test_a_client_leaving_mid_stream_releases_the_upstream_at_once(autojum
     assert saw.event_times() == [1.0, 2.0] and saw.ended is None
     [call] = up.calls
     assert (call.released, call.how) == (2.5, "cancelled")
-
-
-@pytest.mark.parametrize("disconnect_after_response", [True, False])
-async def test_the_request_ends_when_its_response_is_over_whatever_the_server_says_after(
-        autojump_clock: MockClock, disconnect_after_response: bool, caplog: pytest.LogCaptureFixture) -> None:
-    """The disconnect watcher is not cancelled but told (ASGI's http.disconnect after the response);
-    a server that leaves the pending receive waiting costs the request WATCH_GRACE_SECONDS, no more."""
-    app, _ = make_proxy({"m": openai_model()}, {"up.test": [sse_reply(OPENAI_EVENTS, pause=1.0)]})
-    caplog.set_level(logging.INFO, logger="llm_proxy.access")
-    started = trio.current_time()
-    saw = await post(app, chat(stream=True), disconnect_after_response=disconnect_after_response)
-    assert saw.ended is not None and saw.events()[-1] == (None, "[DONE]")
-    grace = 0 if disconnect_after_response else WATCH_GRACE_SECONDS
-    assert trio.current_time() - started == pytest.approx(saw.ended - started + grace)
-    [line] = [r for r in caplog.records if r.name == "llm_proxy.access"]
-    assert (line.status, line.outcome) == (200, "ok")  # type: ignore[attr-defined]
 
 
 async def test_a_client_leaving_as_the_stream_starts_releases_the_upstream(autojump_clock: MockClock) -> None:
