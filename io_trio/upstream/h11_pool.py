@@ -47,6 +47,8 @@ connection.
 
 from __future__ import annotations
 
+import select
+import socket
 import ssl
 from collections import deque
 from typing import Union
@@ -70,7 +72,60 @@ from .base import Origin, UpstreamConnectError, UpstreamProtocolError, UpstreamR
 
 __all__ = ["H11Pool"]
 
-_Stream = Union[trio.SocketStream, trio.SSLStream[trio.SocketStream]]
+
+
+class _PlainStream:
+    """A plain TCP connection, read and written without `trio.SocketStream`'s layers.
+
+    Per request the pool makes one `send_all` and one or two `receive_some`
+    calls, and one `receive_some` per relayed stream event.  trio's socket
+    stream wraps each in conflict detectors and an exception-translating context
+    manager, and adds a trip through the scheduler after a call that did not
+    need to wait.  Here a call makes the system call and waits
+    (`trio.lowlevel.wait_readable` / `wait_writable`) only when the socket is not
+    ready, so a call that did not wait is not a checkpoint: the pool's callers
+    reach one soon after (a request waits for its response head, a relayed event
+    is written to the client).  Errors stay `OSError`s, which the pool counts as
+    a broken connection like trio's `BrokenResourceError`.
+    """
+
+    __slots__ = ("sock",)
+
+    def __init__(self, tcp: trio.SocketStream) -> None:
+        # The socket, taken over from trio's stream (TCP_NODELAY, which trio set, stays set).
+        self.sock = socket.socket(fileno=tcp.socket.detach())
+        self.sock.setblocking(False)
+
+    async def send_all(self, data: bytes) -> None:
+        sock, view, sent = self.sock, memoryview(data), 0
+        while sent < len(view):
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        sock = self.sock
+        while True:
+            try:
+                return sock.recv(max_bytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+
+    def is_readable(self) -> bool:
+        """Whether the peer sent bytes or EOF: for an idle connection, that it cannot be reused."""
+        poll = select.poll()
+        poll.register(self.sock, select.POLLIN)
+        return bool(poll.poll(0))
+
+    async def aclose(self) -> None:
+        if self.sock.fileno() != -1:
+            trio.lowlevel.notify_closing(self.sock)  # wakes a task waiting on it, with ClosedResourceError
+            self.sock.close()
+        await trio.lowlevel.checkpoint()
+
+
+_Stream = Union[_PlainStream, trio.SSLStream[trio.SocketStream]]
 
 # What breaks a connection: socket errors, TLS errors (trio wraps them in
 # BrokenResourceError), a stream we closed ourselves, a peer that is not HTTP
@@ -96,7 +151,7 @@ class _Connection:
 
     __slots__ = ("idle_since", "received", "socket", "stream")
 
-    def __init__(self, stream: _Stream, socket: trio.socket.SocketType) -> None:
+    def __init__(self, stream: _Stream, socket: _PlainStream | trio.socket.SocketType) -> None:
         self.stream = stream
         self.socket = socket  # the TCP socket under any TLS, for is_readable()
         self.idle_since = 0.0
@@ -273,12 +328,12 @@ async def _connect(pool: _OriginPool, timeout: float) -> _Connection:
     stream: _Stream | None = None
     try:
         with trio.move_on_after(timeout):
-            stream = tcp = await trio.open_tcp_stream(origin.host, origin.port)
-            if pool.ssl_context is not None:
-                stream = trio.SSLStream(
-                    tcp, pool.ssl_context, server_hostname=origin.host, https_compatible=True
-                )
-                await stream.do_handshake()
+            tcp = await trio.open_tcp_stream(origin.host, origin.port)
+            if pool.ssl_context is None:
+                plain = _PlainStream(tcp)
+                return _Connection(plain, plain)
+            stream = trio.SSLStream(tcp, pool.ssl_context, server_hostname=origin.host, https_compatible=True)
+            await stream.do_handshake()
             return _Connection(stream, tcp.socket)
     except (OSError, trio.BrokenResourceError) as exc:
         if stream is not None:

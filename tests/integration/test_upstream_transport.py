@@ -404,6 +404,30 @@ async def test_cancel_while_waiting_for_the_head_closes_the_connection(transport
     assert server.connections == 6
 
 
+async def test_megabytes_each_way_arrive_whole_on_a_reused_connection(transport_cls: type[Transport]) -> None:
+    # More than the socket buffers hold: the request's write must wait for a server that reads
+    # late, and the response arrives in many reads that never have to wait.
+    big_request = bytes(range(256)) * 16384  # 4 MiB
+    big_response = b"".join(b"%08d" % i for i in range(512 * 1024))  # 4 MiB
+
+    async def respond(conn: ServerConnection, n: int) -> bool:
+        await conn.send(response(200, big_response if n == 1 else b"fine"))
+        return True
+
+    async def late_reader(conn: ServerConnection) -> None:
+        await trio.sleep(0.2)
+        await handler_from(respond)(conn)
+
+    async with serve(late_reader) as server, transport_cls() as transport:
+        async with await transport.request(b"POST", origin_of(server), b"/v1/x", CHAT_HEADERS, big_request,
+                                           connect_timeout=5.0) as resp:
+            assert resp.status == 200
+            assert await resp.read() == big_response
+        assert await fetch(transport, origin_of(server)) == b"fine"
+    assert server.requests[0].body == big_request
+    assert server.connections == 1
+
+
 async def test_cancel_while_reading_the_body_closes_the_connection(transport_cls: type[Transport]) -> None:
     async def respond(conn: ServerConnection, n: int) -> bool:
         if n == 1:
@@ -598,7 +622,7 @@ async def test_pool_connections_have_tcp_nodelay() -> None:
     async with serve() as server, H11Pool() as pool:
         await fetch(pool, origin_of(server))
         (conn,) = pool._pools[(origin_of(server), True)].idle
-        assert conn.socket.getsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY) != 0
+        assert conn.stream.sock.getsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY) != 0
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
