@@ -37,7 +37,7 @@ from .report import median
 from .scenarios import LoadSpec, Scenario, StreamSpec
 from .stream_client import StreamRun, run_streams
 
-__all__ = ["Bench", "Settings", "Target", "direct_load", "proxied_load", "run_scenario", "start_proxy"]
+__all__ = ["Bench", "Launch", "Settings", "Target", "direct_load", "proxied_load", "run_scenario", "start_proxy"]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -93,7 +93,18 @@ class Target:
         return pids[-1] if pids else self.proc.pid
 
 
-def start_proxy(bench: Bench, scenario: Scenario) -> Target:
+@attrs.frozen
+class Launch:
+    """How `start_proxy` starts the server; the defaults are what `benchmarks.run` measures."""
+
+    wrapper: tuple[str, ...] = ()  # argv that runs the interpreter, e.g. valgrind and its options
+    workers: int = 1  # hypercorn -w; 0 serves from hypercorn's own process (no master, no worker)
+    source: Path = REPO  # the checkout whose code is served: the server's cwd and PYTHONPATH
+    env: tuple[tuple[str, str], ...] = ()  # added to the clean environment
+    timeout: float = 60.0  # seconds to listen, and again to answer GET /health
+
+
+def start_proxy(bench: Bench, scenario: Scenario, launch: Launch = Launch()) -> Target:
     assert scenario.config is not None
     port = free_port()
     log_path = bench.workdir / f"proxy-{scenario.name}.log"
@@ -102,18 +113,21 @@ def start_proxy(bench: Bench, scenario: Scenario) -> Target:
            "BENCH_SSE_URL": f"http://127.0.0.1:{bench.fakes.sse_port}",
            "BENCH_AUDIT_DIR": str(bench.workdir / "audit"),
            # the asgi-ceiling app makes its streams itself, like the SSE fake
-           "BENCH_CHUNKS": str(bench.settings.chunks), "BENCH_DELAY_MS": str(bench.settings.delay_ms)}
-    argv = [sys.executable, "-m", "hypercorn", "-k", "trio", "-w", "1", "--bind", f"127.0.0.1:{port}",
-            scenario.app or bench.settings.app]
+           "BENCH_CHUNKS": str(bench.settings.chunks), "BENCH_DELAY_MS": str(bench.settings.delay_ms),
+           # Another checkout's packages must win over the editable install of this one.
+           "PYTHONPATH": str(launch.source), **dict(launch.env)}
+    argv = [sys.executable, "-m", "hypercorn", "-k", "trio", "-w", str(launch.workers),
+            "--bind", f"127.0.0.1:{port}", scenario.app or bench.settings.app]
     if bench.settings.launcher == "cli" and scenario.app is None:
         argv = [sys.executable, "-m", "io_trio.cli", "serve", "--config", str(scenario.config),
                 "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "wb") as log:
-        proc = bench.sup.start(argv, cpu=bench.settings.proxy_cpu, env=env, cwd=REPO, stdout=log, stderr=log)
+        proc = bench.sup.start([*launch.wrapper, *argv], cpu=bench.settings.proxy_cpu, env=env,
+                               cwd=launch.source, stdout=log, stderr=log)
     target = Target(proc, port, port, log_path)
     try:
-        wait_for_port(port, proc=proc, timeout=60)
-        _wait_health(port)
+        wait_for_port(port, proc=proc, timeout=launch.timeout)
+        _wait_health(port, timeout=launch.timeout)
     except RuntimeError as err:
         bench.sup.stop(proc)
         raise RuntimeError(f"{err}\nproxy log:\n{log_path.read_text(errors='replace')[-3000:]}") from None
@@ -126,8 +140,9 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in keep}
 
 
-def _wait_health(port: int) -> None:
-    for _ in range(100):
+def _wait_health(port: int, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             status, _ = _http(port, "GET", "/health", b"", ())
             if status == 200:
@@ -135,7 +150,7 @@ def _wait_health(port: int) -> None:
         except OSError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"GET /health on 127.0.0.1:{port} never answered 200")
+    raise RuntimeError(f"GET /health on 127.0.0.1:{port} never answered 200 in {timeout:g} s")
 
 
 def _http(port: int, method: str, path: str, body: bytes,
