@@ -51,6 +51,8 @@ class JsonFormatter(logging.Formatter):
     """
 
     _SKIP = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+    # One encoder for every line: json.dumps with an argument builds a new one per call.
+    _ENCODE = json.JSONEncoder(default=str).encode
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,7 +74,7 @@ class JsonFormatter(logging.Formatter):
         out.update({key: value for key, value in fields.items() if key not in skip})
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return self._ENCODE(out)
 
 
 def configure_logging(config: LoggingConfig) -> None:
