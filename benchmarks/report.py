@@ -167,6 +167,75 @@ def _headline_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+# The calibration rows an interleaved run sets every other scenario against, round by round.
+CALIBRATIONS = ("asgi-ceiling", "quart-ceiling")
+
+
+def _headline_values(scenario: dict[str, Any]) -> dict[str, float]:
+    """The interleaved section's numbers of one scenario's run (NaN where it measured nothing)."""
+    loads = {load["connections"]: load for load in scenario.get("load", []) if load["label"] == "non-stream"}
+    streams = {s["streams"]: s for s in scenario.get("streams", [])}
+    c32, c1, s100 = loads.get(32), loads.get(1), streams.get(100)
+    return {
+        "rps": c32["proxy"]["rps"] if c32 else NAN,
+        "cpu": (c32["proxy"].get("cpu_us_per_request") or NAN) if c32 else NAN,
+        "p50_added": c1["proxy"]["p50_ms"] - c1["direct"]["p50_ms"] if c1 else NAN,
+        "p99": c32["proxy"]["p99_ms"] if c32 else NAN,
+        "lag_added": s100["proxy"]["lag_p50_ms"] - s100["direct"]["lag_p50_ms"] if s100 else NAN,
+        "cpu_event": (s100["proxy"].get("cpu_us_per_event") or NAN) if s100 else NAN,
+    }
+
+
+def _spread(values: Sequence[float], digits: int = 2) -> str:
+    """'median (min–max)' of the values that exist."""
+    present = [v for v in values if not math.isnan(v)]
+    if not present:
+        return "—"
+    return f"{fmt(median(present), digits)} ({fmt(min(present), digits)}–{fmt(max(present), digits)})"
+
+
+def _interleaved(results: list[dict[str, Any]]) -> list[str]:
+    """Medians over the interleaved rounds, and each scenario's per-round ratios to the calibration rows."""
+    rounds: dict[int, dict[str, dict[str, float]]] = {}
+    for scenario in results:
+        if "round" in scenario:
+            rounds.setdefault(scenario["round"], {})[scenario["name"]] = _headline_values(scenario)
+    if not rounds:
+        return []
+    names = list(dict.fromkeys(name for per_round in rounds.values() for name in per_round))
+
+    def each(name: str, key: str) -> list[float]:
+        return [per_round[name][key] for per_round in rounds.values() if name in per_round]
+
+    medians = [[name, _spread(each(name, "rps"), 0), _spread(each(name, "cpu"), 0),
+                _spread(each(name, "p50_added"), 3), _spread(each(name, "p99"), 1),
+                _spread(each(name, "lag_added")), _spread(each(name, "cpu_event"), 0)]
+               for name in names]
+    ratios = []
+    for name in names:
+        for calibration in CALIBRATIONS:
+            if name == calibration or not any(calibration in per_round for per_round in rounds.values()):
+                continue
+            pairs = [(per_round[name], per_round[calibration]) for per_round in rounds.values()
+                     if name in per_round and calibration in per_round]
+            ratios.append([name, calibration,
+                           _spread([ours["rps"] / theirs["rps"] for ours, theirs in pairs]),
+                           _spread([ours["cpu"] / theirs["cpu"] for ours, theirs in pairs]),
+                           _spread([ours["cpu_event"] / theirs["cpu_event"] for ours, theirs in pairs])])
+    return [
+        f"## Interleaved: {len(rounds)} rounds, each scenario once per round",
+        "",
+        "Medians over the rounds (min–max).  The machine's speed drifts between rounds; the ratios below, "
+        "taken within each round, are what holds.",
+        "",
+        *_table(["scenario", "RPS c=32", "CPU/req c=32 (µs)", "added p50 c=1 (ms)", "p99 c=32 (ms)",
+                 "100 streams: added median chunk lag (ms)", "100 streams: CPU/event (µs)"], medians),
+        "",
+        *(_table(["scenario", "against (same round)", "RPS c=32 ratio", "CPU/req ratio", "CPU/event ratio"],
+                 ratios) + [""] if ratios else []),
+    ]
+
+
 def render(report: dict[str, Any]) -> str:
     """The whole Markdown report."""
     m = report["machine"]
@@ -195,6 +264,7 @@ def render(report: dict[str, Any]) -> str:
         "Portkey ~1,025 RPS / +0.86 ms / 230 MiB, LiteLLM ~83 RPS / +11.3 ms / 353 MiB.  `nginx-floor` and "
         "`quart-ceiling` rows are calibration, not products: compare the proxy with them *in the same run*.",
         "",
+        *_interleaved(report["scenarios"]),
         "## Request/response load (wrk; direct = the fake upstream itself)",
         "",
         *_table(["scenario", "request", "c", "RPS direct", "RPS proxy", "direct/proxy",

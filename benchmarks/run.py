@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--launcher", choices=("hypercorn", "cli"), default="hypercorn",
                         help="start the proxy with `hypercorn -k trio -w 1` (master + worker; default) or "
                              "with `python -m io_trio.cli serve` (one process)")
+    parser.add_argument("--interleave", type=int, default=0, metavar="N",
+                        help="N rounds, each measuring every scenario once in turn (one round per point, no "
+                             "memory steps): ratios to the calibration rows of the same round, which hold "
+                             "while the machine's speed drifts")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
                         help="first wait up to MINUTES for load average < 0.5 and no pytest running")
@@ -63,8 +67,10 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace, pin: bool) -> Settings:
     quick = args.quick
     steps = args.memory_requests if args.memory_requests is not None else (1000 if quick else 10_000)
+    if args.interleave:  # the rounds are the interleaved ones: one measurement per point in each
+        steps = 0
     return Settings(
-        rounds=args.rounds or (1 if quick else 3),
+        rounds=1 if args.interleave else args.rounds or (1 if quick else 3),
         duration=args.duration or (1.0 if quick else 4.0),
         warmup=1.0,
         connections=args.connections,
@@ -154,17 +160,21 @@ def _run(args: argparse.Namespace, report: dict[str, Any], settings: Settings, p
                                 delay_ms=settings.delay_ms, log=log)
             report["fake_tool"] = fakes.json_tool
             bench = Bench(sup, fakes, workdir, settings, log, _say)
-            for name in _chosen(args):
-                _one(bench, name, report)
+            for round_no in range(1, max(args.interleave, 1) + 1):
+                for name in _chosen(args):
+                    _one(bench, name, report, round_no if args.interleave else None)
 
 
-def _one(bench: Bench, name: str, report: dict[str, Any]) -> None:
+def _one(bench: Bench, name: str, report: dict[str, Any], round_no: int | None) -> None:
     if name == "nginx-floor" and nginx_binary() is None:
         return
-    _say(f"== {name}: {SCENARIOS[name].summary}")
+    _say(f"== {name}: {SCENARIOS[name].summary}" + (f" (interleaved round {round_no})" if round_no else ""))
     started = time.monotonic()
     try:
-        report["scenarios"].append(run_scenario(bench, SCENARIOS[name]))
+        result = run_scenario(bench, SCENARIOS[name])
+        if round_no is not None:
+            result["round"] = round_no
+        report["scenarios"].append(result)
     except Exception as err:  # noqa: BLE001 - one broken scenario must not lose the others
         _say(traceback.format_exc())
         report["notes"].append(f"{name} failed: {type(err).__name__}: {str(err)[:500]}")
