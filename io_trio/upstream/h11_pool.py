@@ -73,7 +73,6 @@ from .base import Origin, UpstreamConnectError, UpstreamProtocolError, UpstreamR
 __all__ = ["H11Pool"]
 
 
-
 class _PlainStream:
     """A plain TCP connection, read and written without `trio.SocketStream`'s layers.
 
