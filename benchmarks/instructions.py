@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import json
 import os
 import platform
 import re
@@ -53,7 +52,7 @@ import attrs
 
 from .fakes import start_fakes
 from .procs import Supervisor, install_signal_handlers
-from .report import fmt, machine, median
+from .report import fmt, machine, median, save, say
 from .runner import REPO, Bench, Launch, Settings, start_proxy
 from .scenarios import SCENARIOS, LoadSpec, Scenario, StreamSpec
 from .stream_client import StreamRun, run_streams
@@ -356,7 +355,7 @@ def _run(args: argparse.Namespace, checkouts: list[Checkout], report: dict[str, 
         with open(workdir / "fakes.log", "wb") as log:
             fakes = start_fakes(sup, workdir, cpu=settings.load_cpu, chunks=settings.chunks,
                                 delay_ms=settings.delay_ms, log=log)
-            bench = Bench(sup, fakes, workdir, settings, log, _say)
+            bench = Bench(sup, fakes, workdir, settings, log, say)
             for name in _chosen(args.scenario):
                 scenario = SCENARIOS[name]
                 # A calibration app lives in benchmarks/ and is the same whatever the proxy's version.
@@ -366,18 +365,14 @@ def _run(args: argparse.Namespace, checkouts: list[Checkout], report: dict[str, 
 
 def _one(bench: Bench, scenario: Scenario, checkout: Checkout, args: argparse.Namespace,
          tools: dict[str, str], report: dict[str, Any]) -> None:
-    _say(f"== {scenario.name} ({checkout.name}): {scenario.summary}")
+    say(f"== {scenario.name} ({checkout.name}): {scenario.summary}")
     started = time.monotonic()
     try:
         report["rows"].append(_measure(bench, scenario, checkout, args, tools))
     except Exception as err:  # noqa: BLE001 - one broken scenario must not lose the others
-        _say(traceback.format_exc())
+        say(traceback.format_exc())
         report["notes"].append(f"{scenario.name} ({checkout.name}) failed: {type(err).__name__}: {str(err)[:500]}")
-    _say(f"   ({time.monotonic() - started:.0f} s)")
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    say(f"   ({time.monotonic() - started:.0f} s)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -414,14 +409,6 @@ def _tools() -> dict[str, str] | None:
             return None
         tools[name] = path
     return tools
-
-
-def _save(report: dict[str, Any], out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"instructions-{report['started'].replace('-', '').replace(':', '').replace('T', '-')}"
-    stem.with_suffix(".md").write_text(render(report))
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
-    return stem.with_suffix(".md")
 
 
 def _new_report(args: argparse.Namespace, checkouts: list[Checkout], tools: dict[str, str]) -> dict[str, Any]:
@@ -462,9 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         report["seconds"] = round(time.monotonic() - started)
         if report["rows"] or report["notes"]:
-            path = _save(report, args.out)
+            path = save(report, render(report), args.out, prefix="instructions-")
             print(render(report))
-            _say(f"saved {path} and {path.with_suffix('.json')} ({report['seconds']} s)")
+            say(f"saved {path} and {path.with_suffix('.json')} ({report['seconds']} s)")
     return 130 if interrupted else 0
 
 

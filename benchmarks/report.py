@@ -9,10 +9,13 @@ measured in the same run hold (performance-notes.md).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
+import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -21,6 +24,8 @@ __all__ = [
     "percentile",
     "fmt",
     "render",
+    "save",
+    "say",
 ]
 
 NAN = float("nan")
@@ -53,6 +58,20 @@ def fmt(value: Any, digits: int = 2) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
     return f"{value:.{digits}f}"
+
+
+def say(text: str) -> None:
+    """Progress on stderr (the report itself goes to stdout)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def save(report: dict[str, Any], text: str, out_dir: Path, prefix: str = "") -> Path:
+    """Write `text` as ``<prefix><start time>.md`` and the raw `report` next to it as ``.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / (prefix + report["started"].replace("-", "").replace(":", "").replace("T", "-"))
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    return stem.with_suffix(".md")
 
 
 def machine() -> dict[str, Any]:
@@ -186,7 +205,7 @@ def _headline_values(scenario: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _spread(values: Sequence[float], digits: int = 2) -> str:
+def _median_range(values: Sequence[float], digits: int = 2) -> str:
     """'median (min–max)' of the values that exist."""
     present = [v for v in values if not math.isnan(v)]
     if not present:
@@ -207,9 +226,9 @@ def _interleaved(results: list[dict[str, Any]]) -> list[str]:
     def each(name: str, key: str) -> list[float]:
         return [per_round[name][key] for per_round in rounds.values() if name in per_round]
 
-    medians = [[name, _spread(each(name, "rps"), 0), _spread(each(name, "cpu"), 0),
-                _spread(each(name, "p50_added"), 3), _spread(each(name, "p99"), 1),
-                _spread(each(name, "lag_added")), _spread(each(name, "cpu_event"), 0)]
+    medians = [[name, _median_range(each(name, "rps"), 0), _median_range(each(name, "cpu"), 0),
+                _median_range(each(name, "p50_added"), 3), _median_range(each(name, "p99"), 1),
+                _median_range(each(name, "lag_added")), _median_range(each(name, "cpu_event"), 0)]
                for name in names]
     ratios = []
     for name in names:
@@ -219,9 +238,9 @@ def _interleaved(results: list[dict[str, Any]]) -> list[str]:
             pairs = [(per_round[name], per_round[calibration]) for per_round in rounds.values()
                      if name in per_round and calibration in per_round]
             ratios.append([name, calibration,
-                           _spread([ours["rps"] / theirs["rps"] for ours, theirs in pairs]),
-                           _spread([ours["cpu"] / theirs["cpu"] for ours, theirs in pairs]),
-                           _spread([ours["cpu_event"] / theirs["cpu_event"] for ours, theirs in pairs])])
+                           _median_range([ours["rps"] / theirs["rps"] for ours, theirs in pairs]),
+                           _median_range([ours["cpu"] / theirs["cpu"] for ours, theirs in pairs]),
+                           _median_range([ours["cpu_event"] / theirs["cpu_event"] for ours, theirs in pairs])])
     return [
         f"## Interleaved: {len(rounds)} rounds, each scenario once per round",
         "",

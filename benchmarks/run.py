@@ -10,7 +10,6 @@ also on Ctrl-C, SIGTERM or an error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 from .fakes import INSTALL_HINT, nginx_binary, start_fakes
 from .load import load_tool
 from .procs import Supervisor, cmdline, install_signal_handlers
-from .report import machine, render
+from .report import machine, render, save, say
 from .runner import Bench, Settings, run_scenario
 from .scenarios import SCENARIOS
 
@@ -86,10 +85,6 @@ def _settings(args: argparse.Namespace, pin: bool) -> Settings:
     )
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def _loadavg() -> float:
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
@@ -113,7 +108,7 @@ def wait_quiet(minutes: float) -> str:
         if time.monotonic() >= deadline:
             return (f"machine NOT quiet after waiting {minutes:g} min (load average {load:.2f}, "
                     f"pytest running: {busy}): ran anyway")
-        _say(f"waiting for a quiet machine: load average {load:.2f}, pytest running: {busy}")
+        say(f"waiting for a quiet machine: load average {load:.2f}, pytest running: {busy}")
         time.sleep(60)
 
 
@@ -142,14 +137,6 @@ def _chosen(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys((default if "all" in names else []) + chosen))
 
 
-def _save(report: dict[str, Any], out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / report["started"].replace(":", "").replace("-", "").replace("T", "-")
-    stem.with_suffix(".md").write_text(render(report))
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
-    return stem.with_suffix(".md")
-
-
 def _run(args: argparse.Namespace, report: dict[str, Any], settings: Settings, pin: bool) -> None:
     if pin:
         os.sched_setaffinity(0, {settings.load_cpu})  # the stream client runs here, next to the fakes
@@ -159,7 +146,7 @@ def _run(args: argparse.Namespace, report: dict[str, Any], settings: Settings, p
             fakes = start_fakes(sup, workdir, cpu=settings.load_cpu, chunks=settings.chunks,
                                 delay_ms=settings.delay_ms, log=log)
             report["fake_tool"] = fakes.json_tool
-            bench = Bench(sup, fakes, workdir, settings, log, _say)
+            bench = Bench(sup, fakes, workdir, settings, log, say)
             for round_no in range(1, max(args.interleave, 1) + 1):
                 for name in _chosen(args):
                     _one(bench, name, report, round_no if args.interleave else None)
@@ -168,7 +155,7 @@ def _run(args: argparse.Namespace, report: dict[str, Any], settings: Settings, p
 def _one(bench: Bench, name: str, report: dict[str, Any], round_no: int | None) -> None:
     if name == "nginx-floor" and nginx_binary() is None:
         return
-    _say(f"== {name}: {SCENARIOS[name].summary}" + (f" (interleaved round {round_no})" if round_no else ""))
+    say(f"== {name}: {SCENARIOS[name].summary}" + (f" (interleaved round {round_no})" if round_no else ""))
     started = time.monotonic()
     try:
         result = run_scenario(bench, SCENARIOS[name])
@@ -176,19 +163,19 @@ def _one(bench: Bench, name: str, report: dict[str, Any], round_no: int | None) 
             result["round"] = round_no
         report["scenarios"].append(result)
     except Exception as err:  # noqa: BLE001 - one broken scenario must not lose the others
-        _say(traceback.format_exc())
+        say(traceback.format_exc())
         report["notes"].append(f"{name} failed: {type(err).__name__}: {str(err)[:500]}")
-    _say(f"   ({time.monotonic() - started:.0f} s)")
+    say(f"   ({time.monotonic() - started:.0f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     notes, pin = _tools(not args.no_pin)
     for note in notes:
-        _say("note: " + note)
+        say("note: " + note)
     if args.wait_quiet > 0:
         notes.append(wait_quiet(args.wait_quiet))
-        _say(notes[-1])
+        say(notes[-1])
     install_signal_handlers()
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), "load_tool": load_tool(),
@@ -209,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         report["loadavg_end"] = f"{_loadavg():.2f}"
         if report["scenarios"] or report["notes"]:
-            path = _save(report, args.out)
+            path = save(report, render(report), args.out)
             print(render(report))
-            _say(f"saved {path} and {path.with_suffix('.json')}")
+            say(f"saved {path} and {path.with_suffix('.json')}")
     return 130 if interrupted else 0
 
 
