@@ -201,8 +201,10 @@ class ProxyEndpoint:
         run.started = True
         await send({"type": "http.response.start", "status": reply.status, "headers": _encode(headers)})
         if reply.stream is not None:
-            async for piece in reply.stream:
+            async def write(piece: bytes) -> None:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
+
+            await reply.stream.pour(write)
         # The last message is never cancelled half-way: see `io_trio.gate._finishing`.
         with trio.CancelScope(shield=True):
             await send({"type": "http.response.body", "body": body or b""})

@@ -125,13 +125,14 @@ class ClientSaw:
 
 async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PATH,
                leave_at: float | None = None, leave_after_pieces: int | None = None,
-               leave_on_head: bool = False) -> ClientSaw:
+               leave_on_head: bool = False, write_takes: float = 0.0) -> ClientSaw:
     """One request through the app's ASGI interface, as hypercorn makes it.
 
     ``leave_at`` / ``leave_after_pieces``: the client disconnects at that time,
     or once it has received that many non-empty body pieces.  ``leave_on_head``:
     it disconnects while the response head is being written, and the write is a
     checkpoint (hypercorn's is: it takes a lock), where the cancellation lands.
+    ``write_takes``: each body write takes that long (a client that reads slowly).
     """
     saw = ClientSaw()
     gone = trio.Event()
@@ -159,6 +160,8 @@ async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PA
                 gone.set()
                 await trio.sleep(0.001)  # let the endpoint see the disconnect and cancel the handler
             return
+        if write_takes:
+            await trio.sleep(write_takes)
         saw.pieces.append((now, message.get("body", b"")))
         if not message.get("more_body", False):
             saw.ended = now
@@ -376,6 +379,42 @@ async def test_idle_timeout_mid_stream_is_an_error_event_then_a_clean_end(
     assert saw.event_times() == [1.0, 2.0, 7.0] and saw.ended == 7.0
     [call] = up.calls  # no retry once the client got bytes
     assert call.released == 7.0
+
+
+async def test_the_idle_timeout_counts_each_wait_on_the_upstream_afresh(autojump_clock: MockClock) -> None:
+    """Events 4 s apart under a 5 s idle timeout: 24 s of stream, never idle."""
+    app, up = make_proxy({"m": openai_model(idle_timeout_seconds=5)},
+                         {"up.test": [sse_reply(OPENAI_EVENTS, pause=4.0)]})
+    saw = await post(app, chat(stream=True))
+    assert saw.events() == OPENAI_EVENTS
+    assert saw.event_times() == [4.0 * n for n in range(1, len(OPENAI_EVENTS) + 1)]
+    assert up.calls[0].how == "read"
+
+
+async def test_a_slow_client_is_not_the_upstreams_idleness(autojump_clock: MockClock) -> None:
+    """Writes that take 8 s each under a 5 s idle timeout: the upstream was never waited on
+    that long, so the stream arrives whole, and no write is cut short."""
+    app, up = make_proxy({"m": openai_model(idle_timeout_seconds=5)},
+                         {"up.test": [sse_reply(OPENAI_EVENTS, pause=1.0)]})
+    saw = await post(app, chat(stream=True), write_takes=8.0)
+    assert saw.events() == OPENAI_EVENTS and saw.ended is not None
+
+
+@pytest.mark.parametrize("run", range(6))
+async def test_events_due_at_the_idle_timeout_itself_make_a_well_formed_stream(
+        autojump_clock: MockClock, run: int) -> None:
+    """Each event and the timeout fall due at the same instant, so trio may run either first.
+    Either way the client gets whole events and one clean end: the whole stream, or some
+    of it and then the timeout's error event, and nothing after that."""
+    app, up = make_proxy({"m": openai_model(idle_timeout_seconds=5)},
+                         {"up.test": [sse_reply(OPENAI_EVENTS, pause=5.0)]})
+    saw = await post(app, chat(stream=True))
+    got = saw.events()
+    relayed = len(got) if got == OPENAI_EVENTS else len(got) - 1
+    assert relayed >= 1 and got[:relayed] == OPENAI_EVENTS[:relayed]
+    if relayed < len(OPENAI_EVENTS):
+        assert got[-1][1]["error"]["type"] == "timeout_error"
+    assert saw.ended == up.calls[0].released == 5.0 * (relayed + (relayed < len(OPENAI_EVENTS)))
 
 
 async def test_timeout_seconds_bounds_the_whole_attempt_from_the_request_on(autojump_clock: MockClock) -> None:
