@@ -186,8 +186,9 @@ def _headline_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-# The calibration rows an interleaved run sets every other scenario against, round by round.
-CALIBRATIONS = ("asgi-ceiling", "quart-ceiling")
+# The rows an interleaved run sets every other scenario against, round by round: the
+# calibrations, and the peer measured beside the proxy (benchmarks.peers).
+REFERENCES = ("asgi-ceiling", "quart-ceiling", "portkey")
 
 
 def _headline_values(scenario: dict[str, Any]) -> dict[str, float]:
@@ -214,7 +215,7 @@ def _median_range(values: Sequence[float], digits: int = 2) -> str:
 
 
 def _interleaved(results: list[dict[str, Any]]) -> list[str]:
-    """Medians over the interleaved rounds, and each scenario's per-round ratios to the calibration rows."""
+    """Medians over the interleaved rounds, and each scenario's per-round ratios to the reference rows."""
     rounds: dict[int, dict[str, dict[str, float]]] = {}
     for scenario in results:
         if "round" in scenario:
@@ -232,12 +233,12 @@ def _interleaved(results: list[dict[str, Any]]) -> list[str]:
                for name in names]
     ratios = []
     for name in names:
-        for calibration in CALIBRATIONS:
-            if name == calibration or not any(calibration in per_round for per_round in rounds.values()):
+        for reference in REFERENCES:
+            if name == reference or not any(reference in per_round for per_round in rounds.values()):
                 continue
-            pairs = [(per_round[name], per_round[calibration]) for per_round in rounds.values()
-                     if name in per_round and calibration in per_round]
-            ratios.append([name, calibration,
+            pairs = [(per_round[name], per_round[reference]) for per_round in rounds.values()
+                     if name in per_round and reference in per_round]
+            ratios.append([name, reference,
                            _median_range([ours["rps"] / theirs["rps"] for ours, theirs in pairs]),
                            _median_range([ours["cpu"] / theirs["cpu"] for ours, theirs in pairs]),
                            _median_range([ours["cpu_event"] / theirs["cpu_event"] for ours, theirs in pairs])])
@@ -281,7 +282,8 @@ def render(report: dict[str, Any]) -> str:
         "upstream event (50 direct; 52 through hypercorn, which writes the head and the body's end "
         "separately).  Peers on this kind of machine (performance-notes.md): nginx proxy_pass ~54,000 RPS, "
         "Portkey ~1,025 RPS / +0.86 ms / 230 MiB, LiteLLM ~83 RPS / +11.3 ms / 353 MiB.  `nginx-floor` and "
-        "`quart-ceiling` rows are calibration, not products: compare the proxy with them *in the same run*.",
+        "`quart-ceiling` rows are calibration, not products: compare the proxy with them *in the same run*.  "
+        "A `portkey` row is the peer itself, measured in this run (`--scenario portkey --install-peers`).",
         "",
         *_interleaved(report["scenarios"]),
         "## Request/response load (wrk; direct = the fake upstream itself)",

@@ -21,6 +21,7 @@ from typing import Any
 
 from .fakes import INSTALL_HINT, nginx_binary, start_fakes
 from .load import load_tool
+from .peers import install_portkey, portkey_entry
 from .procs import Supervisor, cmdline, install_signal_handlers
 from .report import machine, render, save, say
 from .runner import Bench, Settings, run_scenario
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="N rounds, each measuring every scenario once in turn (one round per point, no "
                              "memory steps): ratios to the calibration rows of the same round, which hold "
                              "while the machine's speed drifts")
+    parser.add_argument("--install-peers", action="store_true",
+                        help="install the Portkey gateway (npm) for the portkey scenario if it is not there")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
                         help="first wait up to MINUTES for load average < 0.5 and no pytest running")
@@ -153,7 +156,7 @@ def _run(args: argparse.Namespace, report: dict[str, Any], settings: Settings, p
 
 
 def _one(bench: Bench, name: str, report: dict[str, Any], round_no: int | None) -> None:
-    if name == "nginx-floor" and nginx_binary() is None:
+    if name == "nginx-floor" and nginx_binary() is None or name == "portkey" and portkey_entry() is None:
         return
     say(f"== {name}: {SCENARIOS[name].summary}" + (f" (interleaved round {round_no})" if round_no else ""))
     started = time.monotonic()
@@ -184,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         "launcher": ("hypercorn -k trio -w 1 " + args.app) if args.launcher == "hypercorn"
         else "python -m io_trio.cli serve (one process)",
     }
+    if "portkey" in _chosen(args):
+        problem = install_portkey(say) if args.install_peers else (
+            None if portkey_entry() is not None else "not installed: add --install-peers (needs node and npm)")
+        if problem:
+            notes.append(f"portkey scenario skipped: {problem}")
+            say(notes[-1])
     settings = _settings(args, pin)
     report.update(rounds=settings.rounds, duration_s=settings.duration, quick=settings.quick,
                   settings={k: v for k, v in vars(args).items() if k != "out"})

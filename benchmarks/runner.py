@@ -32,6 +32,7 @@ import attrs
 
 from .fakes import Fakes, start_floor
 from .load import LoadResult, LoadTarget, run_load
+from .peers import portkey_argv
 from .procs import Supervisor, cmdline, cpu_seconds, process_tree, status_kib, wait_for_port, free_port
 from .report import median
 from .scenarios import LoadSpec, Scenario, StreamSpec
@@ -132,6 +133,16 @@ def start_proxy(bench: Bench, scenario: Scenario, launch: Launch = Launch()) -> 
         bench.sup.stop(proc)
         raise RuntimeError(f"{err}\nproxy log:\n{log_path.read_text(errors='replace')[-3000:]}") from None
     return target
+
+
+def _start_portkey(bench: Bench) -> Target:
+    port = free_port()
+    log_path = bench.workdir / "portkey.log"
+    with open(log_path, "wb") as log:
+        proc = bench.sup.start(portkey_argv(port), cpu=bench.settings.proxy_cpu, env=_base_env(),
+                               cwd=bench.workdir, stdout=log, stderr=log)
+    wait_for_port(port, proc=proc, timeout=60)
+    return Target(proc, port, port)
 
 
 def _base_env() -> dict[str, str]:
@@ -345,7 +356,10 @@ def _log_problems(target: Target) -> list[str]:
 
 def run_scenario(bench: Bench, scenario: Scenario) -> dict[str, Any]:
     out: dict[str, Any] = {"name": scenario.name, "summary": scenario.summary, "notes": []}
-    if scenario.config is None:
+    if scenario.peer == "portkey":
+        scenario = scenario.upstream(f"http://127.0.0.1:{bench.fakes.json_port}")
+        target = _start_portkey(bench)
+    elif scenario.config is None:
         proc, load_port, stream_port = start_floor(bench.sup, bench.workdir, bench.fakes,
                                                    cpu=bench.settings.proxy_cpu, log=bench.log)
         target = Target(proc, load_port, stream_port)
@@ -369,7 +383,7 @@ def _measure(bench: Bench, target: Target, scenario: Scenario, out: dict[str, An
     rps_hint = 100.0
     for spec in scenario.loads:
         direct_load(bench, spec, 32, s.warmup)
-        rps_hint = proxied_load(bench, target, spec, 32, s.warmup).rps
+        rps_hint = proxied_load(bench, target, spec, 32, max(s.warmup, scenario.warmup)).rps
     if scenario.memory and scenario.loads:
         out["memory"] = _memory(bench, target, scenario.loads[0], rps_hint)
     if scenario.loads:

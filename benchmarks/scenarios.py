@@ -47,6 +47,8 @@ OPENAI_SDK_HEADERS = OPENAI_HEADERS + (
     ("x-stainless-retry-count", "0"),
     ("x-stainless-read-timeout", "20"),
 )
+# How a Portkey client names the upstream: the provider's protocol and its address (the fake's).
+PORTKEY_ROUTE = (("x-portkey-provider", "openai"), ("x-portkey-custom-host", "{fake_url}/v1"))
 
 
 @attrs.frozen
@@ -84,6 +86,14 @@ class Scenario:
     memory: bool = True
     app: str | None = None  # another hypercorn application spec than the proxy's
     in_all: bool = True  # part of the default run
+    peer: str | None = None  # another gateway (benchmarks.peers), started instead of the proxy
+    warmup: float = 0.0  # seconds of warm-up load at least (a JIT needs more than the default)
+
+    def upstream(self, fake_url: str) -> Scenario:
+        """The scenario with ``{fake_url}`` in its header values filled in (a peer routes by header)."""
+        def fill(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+            return tuple((name, value.replace("{fake_url}", fake_url)) for name, value in headers)
+        return attrs.evolve(self, loads=tuple(attrs.evolve(spec, headers=fill(spec.headers)) for spec in self.loads))
 
 
 def _openai_load(model: str, headers: tuple[tuple[str, str], ...] = OPENAI_HEADERS) -> LoadSpec:
@@ -132,6 +142,11 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "audit-full", "openai-passthrough with the request audit log at full",
             CONFIGS / "audit-full.yaml", loads=(_PASSTHROUGH_LOAD,), streams=(_PASSTHROUGH_STREAM,),
+        ),
+        Scenario(
+            "portkey", "peer: the Portkey gateway 1.15.2 (Node), one process pinned like the proxy",
+            None, loads=(_openai_load("bench-gpt", OPENAI_HEADERS + PORTKEY_ROUTE),), memory=False, in_all=False,
+            peer="portkey", warmup=15.0,  # V8 reaches its speed after ~10 s of load (131 -> 310 RPS here)
         ),
         Scenario(
             "nginx-floor", "calibration: nginx proxy_pass pinned like the proxy (the floor)",
