@@ -95,7 +95,7 @@ class Drain:
             self.unregister(scope)
 
     def register(self, scope: trio.CancelScope) -> None:
-        """`bound` without the context manager, for the stream relay's once-per-event receive."""
+        """`bound` without the context manager, for the hot path."""
         if self.deadline < scope.deadline:
             scope.deadline = self.deadline
         self._scopes.add(scope)

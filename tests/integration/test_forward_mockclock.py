@@ -135,9 +135,14 @@ async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PA
     ``write_takes``: each body write takes that long (a client that reads slowly).
     """
     saw = ClientSaw()
-    gone = trio.Event()
+    gone = trio.Event()  # the client left
+    over = trio.Event()  # the connection has nothing more for this request: it is over or the client left
     body = json.dumps(payload).encode()
     body_sent = False
+
+    def leave() -> None:
+        gone.set()
+        over.set()
 
     async def receive() -> dict[str, Any]:
         nonlocal body_sent
@@ -145,10 +150,12 @@ async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PA
             body_sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         if leave_at is not None:
-            await trio.sleep_until(leave_at)
-            gone.set()
-        await gone.wait()
-        return {"type": "http.disconnect"}
+            with trio.move_on_at(leave_at):
+                await over.wait()
+            if not over.is_set():
+                leave()
+        await over.wait()
+        return {"type": "http.disconnect"}  # as hypercorn: when the client leaves, or once the response is over
 
     async def send(message: dict[str, Any]) -> None:
         assert not gone.is_set(), "the app wrote to a client that had left"
@@ -157,7 +164,7 @@ async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PA
             saw.status, saw.started = message["status"], now
             saw.headers = {k.decode(): v.decode() for k, v in message["headers"]}
             if leave_on_head:
-                gone.set()
+                leave()
                 await trio.sleep(0.001)  # let the endpoint see the disconnect and cancel the handler
             return
         if write_takes:
@@ -165,8 +172,9 @@ async def post(app: QuartTrio, payload: dict[str, Any], *, path: str = OPENAI_PA
         saw.pieces.append((now, message.get("body", b"")))
         if not message.get("more_body", False):
             saw.ended = now
+            over.set()
         if leave_after_pieces is not None and len(saw.event_times()) >= leave_after_pieces:
-            gone.set()
+            leave()
 
     await app(_scope(path), receive, send)
     return saw
@@ -585,6 +593,24 @@ def _task_count() -> int:
         return 1 + sum(count(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
 
     return count(trio.lowlevel.current_root_task())
+
+
+async def test_finished_requests_leave_no_task_behind(autojump_clock: MockClock) -> None:
+    """The disconnect watcher is not the handler's child: it must end by itself on the
+    disconnect that follows every response, whole or streamed, error or not."""
+    def script(call: Call) -> Any:
+        if call.json.get("stream"):
+            return sse_reply(OPENAI_EVENTS, pause=0.1)
+        return json_reply(COMPLETION) if call.json["model"] == "m" else openai_error(400)
+
+    app, up = make_proxy({"m": openai_model(), "bad": openai_model()}, {"up.test": script})
+    baseline = _task_count()
+    for n in range(30):
+        saw = await post(app, chat(stream=n % 3 == 1) if n % 3 != 2 else chat("bad"))
+        assert saw.status == (400 if n % 3 == 2 else 200) and saw.ended is not None
+    await trio.testing.wait_all_tasks_blocked()
+    assert _task_count() == baseline
+    assert up.open_calls == []
 
 
 async def test_many_disconnects_leave_no_upstream_request_or_task_behind(autojump_clock: MockClock) -> None:
