@@ -251,19 +251,28 @@ class Forwarder:
         upstream: UpstreamResponse | None = None
         relay, first, heard = None, b"", []
         try:
-            with trio.move_on_at(min(first_by, whole)) as first_byte:
+            # One scope for the whole exchange: its deadline moves from the first byte's to the
+            # attempt's end once a whole body is to be read.
+            with trio.move_on_at(min(first_by, whole)) as scope:
                 upstream = await self.state.transport.request(
                     b"POST", origin, target, headers, request.body,
                     connect_timeout=model.connect_timeout_seconds, ssl_verify=dep.ssl_verify)
-                if request.stream and 200 <= upstream.status < 300:
-                    relay = exchange.stream()
-                    relay.listener = heard.append
-                    first = await _first_event(upstream, relay)
-            if first_byte.cancelled_caught:
+                if not (request.stream and 200 <= upstream.status < 300):
+                    scope.deadline = whole
+                    body = await upstream.read()
+                    received = _decode_headers(upstream.headers)
+                    outcome = Outcome(OutcomeKind.HTTP_STATUS, status=upstream.status, headers=dict(received))
+                    return Attempt(outcome, status=upstream.status, headers=received, body=body)
+                relay = exchange.stream()
+                relay.listener = heard.append
+                first = await _first_event(upstream, relay)
+            if scope.cancelled_caught and upstream is not None and relay is None:
+                return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, ProxyError(
+                    504, f"the upstream of {dep.label} did not finish within {model.timeout_seconds:g} s",
+                    type="timeout_error"))
+            if scope.cancelled_caught:
                 return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, _late(exchange, first_by <= whole))
-            assert upstream is not None
-            if relay is None:
-                return await self._read_whole(upstream, exchange, whole)
+            assert upstream is not None and relay is not None
             attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, relay=relay, first=first, heard=heard,
                               status=upstream.status, headers=_decode_headers(upstream.headers), until=whole)
             upstream = None  # now owned by the attempt
@@ -276,19 +285,9 @@ class Forwarder:
         except FirstEventError as err:
             return Attempt(Outcome(OutcomeKind.HTTP_STATUS, status=err.error.status), error=err.error)
         finally:
-            if upstream is not None:
+            if upstream is not None and upstream.open:  # a body read to its end left nothing to release
                 with trio.CancelScope(shield=True):
                     await upstream.aclose()
-
-    async def _read_whole(self, upstream: UpstreamResponse, exchange: Exchange, whole: float) -> Attempt:
-        with trio.move_on_at(whole):
-            body = await upstream.read()
-            headers = _decode_headers(upstream.headers)
-            outcome = Outcome(OutcomeKind.HTTP_STATUS, status=upstream.status, headers=dict(headers))
-            return Attempt(outcome, status=upstream.status, headers=headers, body=body)
-        return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, ProxyError(
-            504, f"the upstream of {exchange.deployment.label} did not finish within "
-                 f"{exchange.model.timeout_seconds:g} s", type="timeout_error"))
 
     # -- what the client gets ------------------------------------------------------------
 

@@ -151,6 +151,11 @@ class UpstreamResponse(abc.ABC):
     async def aclose(self) -> None:
         """Release the connection (to the pool if the body was read to its end)."""
 
+    @property
+    def open(self) -> bool:
+        """Whether `aclose` may still have something to release (True unless the transport knows not)."""
+        return True
+
     async def read(self) -> bytes:
         """The whole body."""
         pieces = []

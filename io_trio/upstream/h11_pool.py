@@ -434,6 +434,10 @@ class _PooledResponse(UpstreamResponse):
         if self._conn is not None:
             await self._release()
 
+    @property
+    def open(self) -> bool:
+        return self._conn is not None
+
     def _recycle(self) -> bool:
         """Give the connection of a completely read response back to the pool (no I/O, no checkpoint)."""
         conn = self._conn

@@ -223,6 +223,17 @@ async def test_sequential_requests_share_one_connection(transport_cls: type[Tran
     assert [r.connection_id for r in server.requests] == [1] * 5
 
 
+async def test_a_body_read_to_its_end_leaves_nothing_to_release() -> None:
+    """The h11 pool says so (the forwarder then skips a shielded aclose); the connection is reused."""
+    async with serve() as server, H11Pool() as transport:
+        for _ in range(2):
+            resp = await post(transport, origin_of(server))
+            assert resp.open
+            assert await resp.read() == b"/v1/chat/completions"  # the default server echoes the target
+            assert not resp.open
+    assert server.connections == 1
+
+
 async def test_connection_close_responses_are_not_reused(transport_cls: type[Transport]) -> None:
     async def respond(conn: ServerConnection, n: int) -> bool:
         await conn.send(response(200, COMPLETION, [(b"connection", b"close")]))
@@ -466,6 +477,7 @@ async def test_aclose_before_the_end_closes_the_connection(transport_cls: type[T
     async with serve(handler_from(respond)) as server, transport_cls(max_connections_per_origin=1) as transport:
         resp = await post(transport, origin_of(server))
         assert await resp.receive_some()
+        assert resp.open
         await resp.aclose()
         await resp.aclose()  # idempotent
         with trio.fail_after(1):
