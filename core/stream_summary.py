@@ -83,7 +83,8 @@ class Usage:
 
     @property
     def known(self) -> bool:
-        return any(value is not None for value in attrs.astuple(self))
+        return not (self.prompt_tokens is None and self.completion_tokens is None
+                    and self.cache_read_tokens is None and self.cache_write_tokens is None)
 
     def as_dict(self) -> dict[str, int | None]:
         return attrs.asdict(self)

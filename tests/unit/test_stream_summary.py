@@ -285,3 +285,8 @@ def test_usage_in_an_anthropic_body_agrees_with_the_full_parse(text, fresh, read
                                  b'{"usage":{"prompt_tokens":1', b"not json", b""])
 def test_no_readable_usage_means_none_so_the_caller_parses_the_whole_body(raw):
     assert usage_in_body("openai", raw) is None
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(0, 10**6)), min_size=4, max_size=4))
+def test_usage_is_known_when_any_count_is(counts: list[int | None]) -> None:
+    assert Usage(*counts).known == any(count is not None for count in counts)
