@@ -9,9 +9,9 @@ app.  For one request the endpoint
    line, audit record and metrics;
 2. reads the body (413 past ``server.max_body_bytes``, from ``Content-Length``
    before reading when the client declares it);
-3. watches ``receive`` for the client's disconnect in a sibling task: a client
-   that leaves cancels the upstream wait or the stream at once, since hypercorn
-   does not cancel an application whose client is gone;
+3. watches ``receive`` for the client's disconnect in a task of its own: a
+   client that leaves cancels the upstream wait or the stream at once, since
+   hypercorn does not cancel an application whose client is gone;
 4. asks the `Forwarder` for a `Reply` while graceful shutdown may still cut the
    wait short (the client then gets a 503 in its protocol, not a cut
    connection);

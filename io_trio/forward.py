@@ -398,7 +398,7 @@ class RelayedStream:
     task, one per stream, enforces the three: it sleeps until the read in
     progress would be overdue and then cancels the relay's scope.  Per event
     the relay only notes when its read began.  (A cancel scope around each
-    read cost 11% of a relayed event's instructions: see README "Performance".)
+    read cost 9% of a relayed event's instructions: see README "Performance".)
     A write to the client is never cut short by these deadlines; a read that
     would start past ``until`` or the shutdown's deadline fails without waiting.
 
