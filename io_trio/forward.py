@@ -462,7 +462,8 @@ class RelayedStream:
             try:
                 data = await upstream.receive_some()
             except UpstreamError as err:
-                return relay.fail(upstream_failure(err, self._dep))
+                # The watchdog's verdict, if it came in the same pass, stands (pour reports it).
+                return b"" if scope.cancel_called else relay.fail(upstream_failure(err, self._dep))
             finally:
                 self._reading_since = None
             if scope.cancel_called:  # the watchdog's verdict came in with this data: it stands
@@ -477,8 +478,11 @@ class RelayedStream:
         while True:
             now, since = trio.current_time(), self._reading_since
             limit = min(self._until, drain.deadline)
-            if since is None:  # between reads: the next read is due idle seconds after it begins at the soonest
-                due = now + idle if now < limit else math.inf  # past the limit the next read fails by itself
+            if since is None:  # between reads (the client is being written to)
+                if now >= limit:  # the next read fails by itself before it waits: nothing to wake for
+                    await trio.sleep_forever()
+                # A read that begins before the next look is due idle seconds later, or at the limit.
+                due = min(now + idle, limit)
             else:
                 due = min(since + idle, limit)
                 if now >= due:

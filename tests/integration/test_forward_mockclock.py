@@ -28,6 +28,7 @@ from trio.testing import MockClock
 
 from core.config import load_config
 from io_trio.app import ProxyState, create_app
+from io_trio.upstream import UpstreamProtocolError, UpstreamResponse
 from tests.support.samples import ANTHROPIC_EVENTS, ANTHROPIC_MESSAGE, COMPLETION, OPENAI_EVENTS, chunk
 from tests.support.scripted_transport import (
     CUT,
@@ -423,6 +424,96 @@ async def test_events_due_at_the_idle_timeout_itself_make_a_well_formed_stream(
     if relayed < len(OPENAI_EVENTS):
         assert got[-1][1]["error"]["type"] == "timeout_error"
     assert saw.ended == up.calls[0].released == 5.0 * (relayed + (relayed < len(OPENAI_EVENTS)))
+
+
+async def test_timeout_seconds_holds_for_a_read_begun_while_the_client_was_slow(autojump_clock: MockClock) -> None:
+    """Event 2 comes at 6 s and its write takes until 8 s; the read begun then stalls.  The
+    attempt's end (10 s) cuts it, not the idle timeout (13 s) nor the watchdog's last look."""
+    first, second = sse_reply(OPENAI_EVENTS[:1]).pieces, sse_reply(OPENAI_EVENTS[1:2]).pieces
+    reply = Reply(200, [("content-type", "text/event-stream")], [*first, Pause(4.0), *second, STALL])
+    app, up = make_proxy({"m": openai_model(timeout_seconds=10, idle_timeout_seconds=5, retry={"max_attempts": 1})},
+                         {"up.test": [reply]})
+    saw = await post(app, chat(stream=True), write_takes=2.0)
+    assert saw.events()[-1][1]["error"]["type"] == "timeout_error"
+    assert up.calls[0].released == 10.0
+
+
+class _WatchdogSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("_watchdog"):
+            self.steps += 1
+
+
+async def test_the_watchdog_sleeps_through_a_write_that_outlasts_the_shutdown_deadline() -> None:
+    """Real clock: the shutdown's deadline passes during a 0.5 s client write.  The watchdog has
+    nothing to do until the next read (which fails by itself), so it must not spin."""
+    app, _ = make_proxy({"m": openai_model(idle_timeout_seconds=5)}, {"up.test": [sse_reply(OPENAI_EVENTS[:3])]})
+    counter = _WatchdogSteps()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        app.extensions["llm_proxy"].drain.begin(trio.current_time() + 0.7)
+        saw = await post(app, chat(stream=True), write_takes=0.5)
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert saw.events()[-1][1]["error"]["code"] == "shutting_down"
+    assert counter.steps < 50
+
+
+class _BreaksAt(UpstreamResponse):
+    """One event, then a connection reset at `at`, delivered like I/O (not by a deadline)."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__(200, [(b"content-type", b"text/event-stream")])
+        self.first = sse_reply(OPENAI_EVENTS[:1]).pieces[0]
+        self.broken = trio.Event()
+        self.at = at
+        self.released = False
+
+    async def receive_some(self) -> bytes:
+        if self.first:
+            first, self.first = self.first, b""
+            return first
+        await self.broken.wait()
+        raise UpstreamProtocolError("up.test: response body broken: connection reset", response_started=True)
+
+    async def aclose(self) -> None:
+        self.released = True
+
+
+class _BreakingTransport(ScriptedTransport):
+    def __init__(self, nursery: trio.Nursery) -> None:
+        super().__init__({})
+        self.nursery = nursery
+        self.responses: list[_BreaksAt] = []
+
+    async def request(self, *args: Any, **kwargs: Any) -> UpstreamResponse:
+        response = _BreaksAt(trio.current_time() + 5.0)
+        self.responses.append(response)
+
+        async def breaker() -> None:
+            await trio.sleep_until(response.at)
+            response.broken.set()
+
+        self.nursery.start_soon(breaker)
+        return response
+
+
+@pytest.mark.parametrize("run", range(4))
+async def test_a_break_at_the_idle_deadline_still_ends_with_an_error_event(autojump_clock: MockClock,
+                                                                            run: int) -> None:
+    """The reset and the idle timeout fall due together; whichever trio runs first, the client's
+    stream ends with one error event (never silently)."""
+    app, _ = make_proxy({"m": openai_model(idle_timeout_seconds=5, retry={"max_attempts": 1})}, {})
+    async with trio.open_nursery() as nursery:
+        transport = _BreakingTransport(nursery)
+        app.extensions["llm_proxy"].transport = transport
+        saw = await post(app, chat(stream=True))
+    got = saw.events()
+    assert got[0] == OPENAI_EVENTS[0] and len(got) == 2 and "error" in got[1][1]
+    assert saw.ended == 5.0 and transport.responses[0].released
 
 
 async def test_timeout_seconds_bounds_the_whole_attempt_from_the_request_on(autojump_clock: MockClock) -> None:
