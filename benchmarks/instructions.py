@@ -52,7 +52,7 @@ import attrs
 
 from .fakes import start_fakes
 from .procs import Supervisor, install_signal_handlers
-from .report import fmt, machine, median, save, say
+from .report import fmt, machine, median, run_and_save, say
 from .runner import REPO, Bench, Launch, Settings, start_proxy
 from .scenarios import SCENARIOS, LoadSpec, Scenario, StreamSpec
 from .stream_client import StreamRun, run_streams
@@ -440,20 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     report = _new_report(args, checkouts, tools)
     started = time.monotonic()
-    interrupted = False
-    try:
-        _run(args, checkouts, report, tools)
-    except KeyboardInterrupt:
-        interrupted = True
-        report["notes"].append("INTERRUPTED: partial results")
-    finally:
-        report["seconds"] = round(time.monotonic() - started)
-        if report["rows"] or report["notes"]:
-            path = save(report, render(report), args.out, prefix="instructions-")
-            print(render(report))
-            say(f"saved {path} and {path.with_suffix('.json')} ({report['seconds']} s)")
-    return 130 if interrupted else 0
 
+    def finish() -> None:
+        report["seconds"] = round(time.monotonic() - started)
+
+    return run_and_save(lambda: _run(args, checkouts, report, tools), report, render=render, out_dir=args.out,
+                        results="rows", prefix="instructions-", finish=finish)
 
 if __name__ == "__main__":
     sys.exit(main())

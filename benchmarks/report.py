@@ -14,7 +14,7 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,31 @@ def save(report: dict[str, Any], text: str, out_dir: Path, prefix: str = "") -> 
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
     return stem.with_suffix(".md")
+
+
+def run_and_save(work: Callable[[], None], report: dict[str, Any], *, render: Callable[[dict[str, Any]], str],
+                 out_dir: Path, results: str, prefix: str = "", finish: Callable[[], None] | None = None) -> int:
+    """Run `work`; what it measured (also when interrupted) is saved, printed and named.
+
+    `results` is the report's list of measurements: a report with none and no
+    notes is not saved.  `finish` completes the report first (end time, load).
+    Returns the exit status: 130 after Ctrl-C, else 0.
+    """
+    interrupted = False
+    try:
+        work()
+    except KeyboardInterrupt:
+        interrupted = True
+        report["notes"].append("INTERRUPTED: partial results")
+    finally:
+        if finish is not None:
+            finish()
+        if report[results] or report["notes"]:
+            text = render(report)
+            path = save(report, text, out_dir, prefix)
+            print(text)
+            say(f"saved {path} and {path.with_suffix('.json')}")
+    return 130 if interrupted else 0
 
 
 def machine() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from .fakes import INSTALL_HINT, nginx_binary, start_fakes
 from .load import load_tool
 from .peers import install_portkey, portkey_entry
 from .procs import Supervisor, cmdline, install_signal_handlers
-from .report import machine, render, save, say
+from .report import machine, render, run_and_save, say
 from .runner import Bench, Settings, run_scenario
 from .scenarios import SCENARIOS
 
@@ -196,20 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings(args, pin)
     report.update(rounds=settings.rounds, duration_s=settings.duration, quick=settings.quick,
                   settings={k: v for k, v in vars(args).items() if k != "out"})
-    interrupted = False
-    try:
-        _run(args, report, settings, pin)
-    except KeyboardInterrupt:
-        interrupted = True
-        report["notes"].append("INTERRUPTED: partial results")
-    finally:
+    def finish() -> None:
         report["loadavg_end"] = f"{_loadavg():.2f}"
-        if report["scenarios"] or report["notes"]:
-            path = save(report, render(report), args.out)
-            print(render(report))
-            say(f"saved {path} and {path.with_suffix('.json')}")
-    return 130 if interrupted else 0
 
+    return run_and_save(lambda: _run(args, report, settings, pin), report, render=render, out_dir=args.out,
+                        results="scenarios", finish=finish)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -266,11 +266,11 @@ class Forwarder:
                 relay = exchange.stream()
                 relay.listener = heard.append
                 first = await _first_event(upstream, relay)
-            if scope.cancelled_caught and upstream is not None and relay is None:
-                return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, ProxyError(
-                    504, f"the upstream of {dep.label} did not finish within {model.timeout_seconds:g} s",
-                    type="timeout_error"))
             if scope.cancelled_caught:
+                if upstream is not None and relay is None:  # the head came in time, the whole body did not
+                    return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, ProxyError(
+                        504, f"the upstream of {dep.label} did not finish within {model.timeout_seconds:g} s",
+                        type="timeout_error"))
                 return _failure(OutcomeKind.TIMEOUT_BEFORE_RESPONSE, _late(exchange, first_by <= whole))
             assert upstream is not None and relay is not None
             attempt = Attempt(Outcome(OutcomeKind.OK), upstream=upstream, relay=relay, first=first, heard=heard,
